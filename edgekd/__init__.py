@@ -1,0 +1,3 @@
+"""edgekd: data-free distillation of black-box image classifiers for edge devices."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,348 @@
+"""The `edgekd` command line. Each command reads files and writes files, so each stands alone."""
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .errors import EdgekdError
+
+console = Console()
+EMBEDDED_TEACHER = Path(__file__).parent / "assets" / "mnist_lenet5.pt2"
+
+
+def _floats(text, name):
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise EdgekdError(f"{name} takes comma-separated numbers, e.g. 0.485,0.456,0.406, not '{text}'") from None
+
+
+def _settings(pairs) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise EdgekdError(f"--set takes KEY=VALUE, not '{pair}'")
+        import yaml
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def data_root() -> Path:
+    """Where real data lives for recipes: $EDGEKD_DATA, else ../shared beside the project."""
+    return Path(os.environ.get("EDGEKD_DATA", Path.cwd().parent / "shared"))
+
+
+def load_recipe(path) -> dict:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise EdgekdError(f"recipe {path} not found")
+    try:
+        recipe = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise EdgekdError(f"recipe {path} is not valid YAML ({str(e).splitlines()[0]})") from None
+    root = str(data_root())
+    for key in ("teacher", "eval_data"):
+        if isinstance(recipe.get(key), str):
+            recipe[key] = recipe[key].replace("${EDGEKD_DATA}", root)
+    return recipe
+
+
+def _shape_and_preprocessing(teacher_path, mean, std):
+    """Preprocessing the teacher file records (edgekd-made .pt2 files do), unless given."""
+    from .teacher import read_metadata
+
+    meta = read_metadata(teacher_path)
+    return (mean if mean is not None else meta.get("mean"), std if std is not None else meta.get("std"))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgekd")
+def cli():
+    """edgekd: distil a black-box classifier into a small student without its training data,
+    then export, quantize and probe it for edge devices."""
+
+
+@cli.command()
+@click.argument("teacher", required=False, type=click.Path())
+@click.option("--student", help="student architecture (see `edgekd students`)")
+@click.option("--method", help="dafl | bnstats | ddad | cgdd | auto (the best the teacher allows)")
+@click.option("--recipe", type=click.Path(), help="YAML recipe with the settings of a published experiment")
+@click.option("--out", type=click.Path(), help="run directory to create (default runs/<teacher>-<student>)")
+@click.option("--teacher-arch", help="zoo architecture of a plain state_dict teacher (e.g. resnet56)")
+@click.option("--input-shape", help="C,H,W when the teacher file does not say")
+@click.option("--trust-pickle", is_flag=True, help="allow loading a pickled module (runs code from the file)")
+@click.option("--iterations", type=click.IntRange(1), help="stop after N iterations")
+@click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), help="stop after MINUTES of training")
+@click.option("--eval-data", type=click.Path(), help="real labelled data to report accuracy on (idx, CIFAR bin, ImageFolder, .npz)")
+@click.option("--mean", help="teacher normalisation mean per channel, e.g. 0.485,0.456,0.406")
+@click.option("--std", help="teacher normalisation std per channel")
+@click.option("--checkpoint-every", type=click.IntRange(1), help="iterations between checkpoints [200]")
+@click.option("--eval-every", type=click.IntRange(1), help="iterations between evaluations [100]")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a method setting")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="[auto]")
+@click.option("--seed", type=int, help="random seed [0]")
+@click.option("--resume", type=click.Path(), help="continue the run in this directory")
+@click.option("--force", is_flag=True, help="replace an existing run directory")
+@click.option("--no-progress", is_flag=True, help="plain log lines instead of a progress bar")
+def distill(teacher, student, method, recipe, out, teacher_arch, input_shape, trust_pickle, iterations,
+            time_budget, eval_data, mean, std, checkpoint_every, eval_every, overrides, device, seed,
+            resume, force, no_progress):
+    """Train a compact student from TEACHER (TorchScript, .pt2, ONNX or state_dict) without data."""
+    from . import distill as run
+    from .data import check_matches, load_dataset
+    from .methods import resolve_method
+    from .teacher import load_teacher, parse_shape
+
+    if resume:
+        return _resume(Path(resume), iterations, time_budget, no_progress)
+    r = load_recipe(recipe) if recipe else {}
+    teacher = teacher or r.get("teacher")
+    if teacher is None:
+        teacher = str(EMBEDDED_TEACHER)
+        console.print(f"no teacher given: using the embedded MNIST LeNet-5 teacher ({EMBEDDED_TEACHER.name})")
+    teacher_arch = teacher_arch or r.get("teacher_arch")
+    t = load_teacher(teacher, parse_shape(input_shape or r.get("input_shape")), teacher_arch, trust_pickle)
+    mean, std = _shape_and_preprocessing(t.path, _floats(mean, "--mean") or r.get("mean"),
+                                         _floats(std, "--std") or r.get("std"))
+    if (mean is None) != (std is None) or (mean and len(mean) != t.input_shape[0]):
+        raise EdgekdError(f"give --mean and --std together, one value per input channel ({t.input_shape[0]})")
+    method = resolve_method(method or r.get("method", "auto"), t.access)
+    student = student or r.get("student") or ("lenet5_half" if t.input_shape[0] == 1 else "resnet20")
+    from .students import STUDENTS
+    STUDENTS.get(student)
+    settings = run.resolve_settings(method, r.get("settings", {}), _settings(overrides))
+    eval_data = eval_data or r.get("eval_data")
+    eval_set = None
+    if eval_data:
+        eval_set = load_dataset(eval_data, "test")
+        check_matches(eval_set, t.input_shape)
+    if iterations is None and time_budget is None:
+        iterations, time_budget = r.get("iterations"), r.get("time_budget_minutes")
+        if iterations is None and time_budget is None:
+            iterations = 2000
+    out = Path(out or f"runs/{t.path.stem}-{student}-{method}")
+    run.prepare_out_dir(out, force)
+    config = run.new_config(
+        t, student=student, method=method, settings=settings, budget=run.Budget(iterations, time_budget),
+        eval_data=eval_data, mean=mean, std=std, device=device or "auto", seed=seed or 0,
+        checkpoint_every=checkpoint_every or r.get("checkpoint_every", 200),
+        eval_every=eval_every or r.get("eval_every", 100), recipe=str(recipe) if recipe else None,
+        teacher_arch=teacher_arch)
+    console.print(f"teacher {t.path.name}: {t.format}, input {'x'.join(map(str, t.input_shape))}, "
+                  f"{t.num_classes} classes, {len(t.bn_nodes)} BatchNorm layers")
+    console.print(f"method {method}, student {student}, run directory {out}")
+    _report(run.distill(t, config, out, eval_set, show_progress=not no_progress, log=console.print), out)
+
+
+def _resume(out: Path, iterations, time_budget, no_progress):
+    import yaml
+
+    from . import distill as run
+    from .data import load_dataset
+    from .teacher import load_teacher
+
+    config_path = out / "config.yaml"
+    if not config_path.is_file():
+        raise EdgekdError(f"{out} is not an edgekd run directory (no config.yaml)")
+    config = yaml.safe_load(config_path.read_text())
+    if iterations is not None or time_budget is not None:  # a resumed run may be given a new budget
+        config["iterations"], config["time_budget_minutes"] = iterations, time_budget
+    tc = config["teacher"]
+    t = load_teacher(tc["path"], tc["input_shape"], tc["arch"], trust_pickle=False)
+    if t.sha256 != tc["sha256"]:
+        raise EdgekdError(f"teacher {tc['path']} changed since the run started (sha256 differs)")
+    eval_set = load_dataset(config["eval_data"], "test") if config["eval_data"] else None
+    _report(run.distill(t, config, out, eval_set, resume=True, show_progress=not no_progress,
+                        log=console.print), out)
+
+
+def _report(summary, out):
+    table = Table(title=f"distilled into {out}", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@cli.command("eval")
+@click.argument("model", type=click.Path())
+@click.option("--data", required=True, type=click.Path(), help="labelled data (idx, CIFAR bin, ImageFolder, .npz)")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test")
+@click.option("--limit", type=click.IntRange(1), help="evaluate the first N samples")
+@click.option("--teacher-arch", help="zoo architecture of a plain state_dict")
+@click.option("--input-shape", help="C,H,W when the model file does not say")
+@click.option("--mean", help="normalisation mean (default: what the model or its run directory records)")
+@click.option("--std", help="normalisation std")
+@click.option("--trust-pickle", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def eval_(model, data, split, limit, teacher_arch, input_shape, mean, std, trust_pickle, as_json):
+    """Top-1 accuracy of MODEL (teacher or student file, or a run directory) on real data."""
+    import yaml
+
+    from .data import check_matches, load_dataset
+    from .evaluate import top1
+    from .teacher import load_teacher, parse_shape
+
+    path = Path(model)
+    run_config = (path if path.is_dir() else path.parent) / "config.yaml"
+    if path.is_dir():
+        path = path / "student.pt2"
+    m = load_teacher(path, parse_shape(input_shape), teacher_arch, trust_pickle)
+    mean, std = _shape_and_preprocessing(m.path, _floats(mean, "--mean"), _floats(std, "--std"))
+    if mean is None and run_config.is_file():  # a student from a run takes its teacher's inputs
+        pre = yaml.safe_load(run_config.read_text())["preprocessing"]
+        mean, std = pre["mean"], pre["std"]
+    ds = load_dataset(data, split, limit)
+    check_matches(ds, m.input_shape)
+    from .distill import normaliser
+    acc = top1(m, ds, normaliser({"preprocessing": {"mean": mean, "std": std}}))
+    result = {"model": str(m.path), "data": ds.source, "samples": len(ds), "top1": acc}
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        console.print(f"{m.path.name}: top-1 {acc:.2f} % on {len(ds)} samples of {ds.source}")
+
+
+@cli.group()
+def teacher():
+    """Inspect or train teachers."""
+
+
+@teacher.command("info")
+@click.argument("path", type=click.Path())
+@click.option("--teacher-arch", help="zoo architecture of a plain state_dict")
+@click.option("--input-shape", help="C,H,W when the file does not say")
+@click.option("--trust-pickle", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def teacher_info(path, teacher_arch, input_shape, trust_pickle, as_json):
+    """Format, input shape, classes, size, MACs, BatchNorm layers and usable methods."""
+    from .methods import resolve_method, usable_methods
+    from .teacher import FORMATS, load_teacher, parse_shape, read_metadata
+
+    t = load_teacher(path, parse_shape(input_shape), teacher_arch, trust_pickle)
+    info = {"path": str(t.path), "format": t.format, "format_description": FORMATS[t.format][1],
+            "input_shape": list(t.input_shape), "num_classes": t.num_classes, "params": t.params,
+            "macs": t.macs, "batchnorm_layers": len(t.bn_nodes), "features": t.feature_dim or None,
+            "batch_one_only": t.batch_one, "preprocessing": read_metadata(t.path) or None,
+            "methods": usable_methods(t.access), "auto_method": resolve_method("auto", t.access),
+            "sha256": t.sha256}
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    table = Table(show_header=False, title=f"teacher {t.path.name}")
+    for key, value in info.items():
+        table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+    console.print(table)
+
+
+@teacher.command("train")
+@click.option("--data", required=True, type=click.Path(), help="labelled training data")
+@click.option("--arch", required=True, help="architecture from the zoo (see `edgekd students`)")
+@click.option("--out", required=True, type=click.Path(), help="output .pt2 file")
+@click.option("--epochs", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--lr", type=float, default=0.05, show_default=True, help="SGD learning rate (cosine schedule)")
+@click.option("--mean", help="normalisation mean to apply before the model (recorded in the file)")
+@click.option("--std", help="normalisation std")
+@click.option("--seed", type=int, default=0)
+@click.option("--force", is_flag=True, help="replace an existing output file")
+def teacher_train(data, arch, out, epochs, batch_size, lr, mean, std, seed, force):
+    """Train a teacher on real data (for recipes, tests and the embedded default)."""
+    from .train_teacher import train_teacher
+
+    if Path(out).exists() and not force:
+        raise EdgekdError(f"{out} exists; pass --force to replace it")
+    result = train_teacher(data, arch, Path(out), epochs, batch_size, lr, _floats(mean, "--mean"),
+                           _floats(std, "--std"), seed, log=console.print)
+    console.print(f"wrote {out}: test top-1 {result['test_top1']} %" if result.get("test_top1") is not None
+                  else f"wrote {out}")
+
+
+@cli.command()
+@click.option("--input-shape", default="3,32,32", show_default=True, help="C,H,W to build the students for")
+@click.option("--classes", type=click.IntRange(2), default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def students(input_shape, classes, as_json):
+    """List the student architectures with parameters and MACs."""
+    from .students import describe_students
+    from .teacher import parse_shape
+
+    rows = describe_students(parse_shape(input_shape), classes)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table = Table(title=f"students for {input_shape.replace(',', 'x')}, {classes} classes")
+    for col in ("name", "params", "MMACs"):
+        table.add_column(col, justify="left" if col == "name" else "right")
+    for r in rows:
+        table.add_row(r["name"], f"{r['params']:,}", f"{r['macs'] / 1e6:.2f}")
+    console.print(table)
+
+
+@cli.command()
+def methods():
+    """List the distillation methods and what each needs from the teacher."""
+    from .methods import AUTO_ORDER, METHODS
+
+    table = Table(title="methods (auto picks the first usable, in this order)")
+    table.add_column("name")
+    table.add_column("needs from the teacher")
+    table.add_column("paper")
+    for name in AUTO_ORDER:
+        cls = METHODS.get(name)
+        paper = sys.modules[cls.__module__].__doc__.split(":")[0].strip()
+        table.add_row(name, ", ".join(sorted(cls.needs)) or "logits only", paper)
+    console.print(table)
+
+
+from .probe.command import devices, probe  # noqa: E402
+from .report import report  # noqa: E402
+
+cli.add_command(devices)
+cli.add_command(probe)
+cli.add_command(report)
+
+
+from .export.command import export  # noqa: E402
+cli.add_command(export)
+
+
+def main():
+    warnings.filterwarnings("ignore")
+    logging.getLogger("torch").setLevel(logging.ERROR)
+    try:
+        cli.main(standalone_mode=False)
+    except EdgekdError as e:
+        console.file = sys.stderr
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the promise is one line, never a traceback
+        if os.environ.get("EDGEKD_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()
+        click.echo(f"error: unexpected {type(e).__name__}: {msg[0] if msg else ''} "
+                   "(set EDGEKD_DEBUG=1 for the traceback)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

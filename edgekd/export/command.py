@@ -1,0 +1,94 @@
+"""The `edgekd export` click command: parse, hand to core.export, print the table."""
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import EdgekdError
+from .formats import FORMATS
+
+console = Console()
+
+
+def _floats(text, name):
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise EdgekdError(f"{name} takes comma-separated numbers, e.g. 0.485,0.456,0.406, not '{text}'") from None
+
+
+@click.command()
+@click.argument("source", type=click.Path())
+@click.option("--onnx", "want_onnx", is_flag=True, help="write ONNX files")
+@click.option("--tflite", "want_tflite", is_flag=True, help="write TFLite files (needs litert-torch)")
+@click.option("--fp16", is_flag=True, help="TFLite with float16 weights")
+@click.option("--int8", is_flag=True, help="full-integer int8, calibrated (the default with fp32)")
+@click.option("--dynamic", is_flag=True, help="dynamic-range int8 (int8 weights, float activations)")
+@click.option("--calib", default="synthetic", show_default=True, metavar="synthetic|PATH",
+              help="calibration samples: synthetic (the run's generator, or synthesized from the "
+                   "model's BatchNorm statistics) or real images at PATH")
+@click.option("--calib-size", type=click.IntRange(2), default=256, show_default=True)
+@click.option("--nhwc", is_flag=True, help="channel-last input (N,H,W,C)")
+@click.option("--int8-io", is_flag=True, help="TFLite int8 input and output tensors (input: pixel - 128)")
+@click.option("--per-tensor", is_flag=True, help="ONNX int8 weights per tensor instead of per channel")
+@click.option("--eval-data", type=click.Path(), help="real labelled data to check top-1 on")
+@click.option("--out", type=click.Path(), help="output directory [RUN/export or <model>_export]")
+@click.option("--force", is_flag=True, help="replace an existing output directory")
+@click.option("--teacher-arch", help="zoo architecture of a plain state_dict SOURCE (e.g. resnet20)")
+@click.option("--input-shape", help="C,H,W when the model file does not say")
+@click.option("--mean", help="normalisation mean per channel to fold in (default: what the model records)")
+@click.option("--std", help="normalisation std per channel")
+@click.option("--trust-pickle", is_flag=True, help="allow loading a pickled module (runs code from the file)")
+@click.option("--no-progress", is_flag=True, help="plain log lines")
+def export(source, want_onnx, want_tflite, fp16, int8, dynamic, calib, calib_size, nhwc, int8_io, per_tensor,
+           eval_data, out, force, teacher_arch, input_shape, mean, std, trust_pickle, no_progress):
+    """Export SOURCE (a run directory or a .pt2 / TorchScript / state_dict model) to ONNX and TFLite,
+    float and int8, calibrated without data and checked against the float model.
+
+    Without --onnx/--tflite: every format whose packages are installed. Without --fp16/--int8/--dynamic:
+    fp32 and int8. The fp32 file of each format is always written (the reference)."""
+    from ..teacher import parse_shape
+    from .core import export as run
+    from .source import load_source
+
+    formats = [name for name, wanted in (("onnx", want_onnx), ("tflite", want_tflite)) if wanted]
+    if not formats:
+        formats = [name for name, f in FORMATS.items() if _installed(f)]
+        skipped = [f"{f.name} (`{f.install}`)" for f in FORMATS.values() if f.name not in formats]
+        if skipped:
+            console.print(f"skipping {', '.join(skipped)}: not installed")
+    precisions = [p for p, wanted in (("fp16", fp16), ("int8", int8), ("dynamic-int8", dynamic)) if wanted] or ["int8"]
+    flags = {f for f, on in (("nhwc", nhwc), ("int8_io", int8_io), ("per_tensor", per_tensor)) if on}
+    if calib != "synthetic" and not Path(calib).exists():
+        raise EdgekdError(f"--calib takes 'synthetic' or a path to real images; {calib} not found")
+    src = load_source(source, teacher_arch, parse_shape(input_shape), _floats(mean, "--mean"),
+                      _floats(std, "--std"), trust_pickle)
+    out = Path(out) if out else src.default_out
+    log = console.print if not no_progress else (lambda msg: click.echo(msg))
+    results = run(src, out, formats, precisions, flags, calib, calib_size, eval_data, force, log)
+    _show(results, out)
+
+
+def _installed(fmt) -> bool:
+    try:
+        fmt.check_installed()
+        return True
+    except EdgekdError:
+        return False
+
+
+def _show(results, out):
+    table = Table(title=f"exported to {out} (details in export.json)")
+    for col in ("file", "size KB", "x fp32", "agree synth %", "agree data %", "top-1 %", "ms", "max |diff|", "ops"):
+        table.add_column(col, justify="left" if col in ("file", "ops") else "right")
+    fp32 = {r["format"]: r["size_bytes"] for r in results if r["precision"] == "fp32"}
+    has_data = results and results[0]["top1"] is not None
+    for r in results:
+        table.add_row(Path(r["path"]).name, f"{r['size_bytes'] / 1024:.1f}", f"{r['size_bytes'] / fp32[r['format']]:.2f}",
+                      f"{r['_agreement_synthetic']:.2f}", f"{r['agreement']:.2f}" if has_data else "-",
+                      f"{r['top1']:.2f}" if has_data else "-", f"{r['latency_ms']:.2f}",
+                      f"{r['_max_abs_diff']:.2g}", str(len(r["ops"])))
+    console.print(table)

@@ -1,0 +1,28 @@
+"""Data-free distillation methods, one file each, behind one interface (methods/base.py)."""
+from ..errors import EdgekdError
+from ..registry import Registry
+
+METHODS = Registry("method")
+
+from . import bnstats, cgdd, dafl, ddad  # noqa: E402,F401  (each registers itself)
+
+# `--method auto` takes the first one the teacher's access allows; the order is the benchmark's
+# ranking on MNIST (README, "Benchmarks").
+AUTO_ORDER = ["bnstats", "ddad", "cgdd", "dafl"]
+
+
+def usable_methods(access: set) -> list[str]:
+    return [name for name, cls in METHODS.items() if cls.needs <= access]
+
+
+def resolve_method(name: str, access: set) -> str:
+    if name == "auto":
+        return next(m for m in AUTO_ORDER if METHODS.get(m).needs <= access)
+    cls = METHODS.get(name)
+    missing = cls.needs - access
+    if missing:
+        what = {"bn": "BatchNorm layers", "features": "a final linear layer"}
+        raise EdgekdError(
+            f"method '{name}' needs {' and '.join(what[m] for m in sorted(missing))} in the teacher, "
+            f"which this teacher does not expose; usable here: {', '.join(usable_methods(access))}")
+    return name

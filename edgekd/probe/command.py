@@ -1,0 +1,138 @@
+"""The `edgekd devices` and `edgekd probe` commands."""
+import json
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..errors import EdgekdError
+
+console = Console()
+
+
+def _size(n) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def devices(as_json):
+    """List the device profiles probe knows (devices/*.yaml)."""
+    from ..devices import list_profiles
+
+    profiles = list_profiles()
+    if as_json:
+        click.echo(json.dumps(profiles))
+        return
+    table = Table(title="device profiles")
+    for col in ("name", "kind", "cpu", "MHz", "cores", "RAM", "flash", "runtimes", "connect"):
+        table.add_column(col)
+    for p in profiles:
+        cpu = p["cpu"]
+        runtimes = list(p.get("runtimes", {})) or p.get("runtimes_available", [])
+        clock = f"{cpu['clock_hz'] / 1e6:.0f}" if isinstance(cpu.get("clock_hz"), (int, float)) else "-"
+        table.add_row(p["name"], p["kind"], str(cpu.get("core")), clock, str(cpu.get("cores")),
+                      _size(p.get("ram_bytes")), _size(p.get("flash_bytes")), ", ".join(runtimes),
+                      p["connect"]["method"])
+    console.print(table)
+
+
+def _range(text):
+    if text is None:
+        return None
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise EdgekdError(f"--input-range takes LOW,HIGH such as 0,1 or 0,255, not '{text}'") from None
+    if low != 0 or high not in (1, 255):
+        raise EdgekdError("--input-range must be 0,1 or 0,255")
+    return high
+
+
+@click.command()
+@click.argument("model", type=click.Path())
+@click.option("--device", "device_name", required=True, help="profile name (see `edgekd devices`) or a .yaml file")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.option("--runs", type=click.IntRange(1), default=50, show_default=True, help="timed inferences")
+@click.option("--warmup", type=click.IntRange(0), default=5, show_default=True, help="untimed inferences first")
+@click.option("--threads", type=click.IntRange(1), help="interpreter threads [the device's cores]")
+@click.option("--eval-data", type=click.Path(), help="labelled test data for top-1 on the device")
+@click.option("--eval-limit", type=click.IntRange(1), help="use the first N test images")
+@click.option("--input-range", help="0,1 or 0,255: the model's input range [from its edgekd metadata, else 0,1]")
+@click.option("--runtime", help="microcontroller runtime from the profile (e.g. tflm-reference, tflm-cmsis-nn)")
+@click.option("--host", help="ssh target: user@address or an ~/.ssh/config alias")
+@click.option("--port", type=click.IntRange(1, 65535), help="ssh port")
+@click.option("--identity", type=click.Path(), help="ssh private key")
+@click.option("--ssh-config", type=click.Path(), help="ssh client config file (ssh -F)")
+@click.option("--connect-timeout", type=click.FloatRange(min=1), default=10, show_default=True, help="seconds")
+@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
+              help="seconds for the whole run on the device")
+@click.option("--serial", help="adb device serial [$ANDROID_SERIAL]")
+@click.option("--benchmark-binary", type=click.Path(), help="TFLite benchmark_model built for the phone")
+@click.option("--no-save", is_flag=True, help="do not write <model dir>/probes/<model>.<device>.json")
+def probe(model, device_name, as_json, runs, warmup, threads, eval_data, eval_limit, input_range, runtime, host,
+          port, identity, ssh_config, connect_timeout, timeout, serial, benchmark_binary, no_save):
+    """Latency, memory and accuracy of MODEL (.tflite or .onnx) on a device: measured when the
+    device is reachable (this machine, ssh, adb), estimated for microcontrollers or otherwise."""
+    from ..devices import load_profile
+    from . import ProbeOptions, probe as run_probe, save_probe
+
+    profile = load_profile(device_name)
+    options = ProbeOptions(runs=runs, warmup=warmup, threads=threads, eval_data=eval_data, eval_limit=eval_limit,
+                           input_range=_range(input_range), runtime=runtime, host=host, port=port,
+                           identity=identity, ssh_config=ssh_config, connect_timeout=connect_timeout,
+                           timeout=timeout, serial=serial, benchmark_binary=benchmark_binary)
+    result = run_probe(model, profile, options)
+    saved = None if no_save else save_probe(result)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    show(result)
+    if saved:
+        console.print(f"saved {saved}")
+
+
+def show(result: dict):
+    if result.get("layers"):
+        table = Table(title=f"{result['model']} on {result['device']} ({result['runtime']}, estimated)")
+        for col in ("#", "op", "v", "precision", "output", "MMACs", "ms", "TFLM"):
+            table.add_column(col, justify="right" if col in ("#", "v", "MMACs", "ms") else "left")
+        for layer in result["layers"]:
+            table.add_row(str(layer["index"]), layer["op"], str(layer["version"]), layer["precision"],
+                          "x".join(map(str, layer["output_shape"])), f"{layer['macs'] / 1e6:.3f}",
+                          f"{layer['ms']:.2f}", "ok" if layer["supported"] else "[red]missing[/red]")
+        console.print(table)
+    summary = Table(show_header=False, title=f"probe: {result['device']} ({result['source']})")
+    lat = result["latency_ms"]
+    if "estimate" in lat:
+        summary.add_row("latency", f"{lat['estimate']:.2f} ms (estimated)")
+        for name, ms in lat.get("by_runtime", {}).items():
+            summary.add_row(f"  {name}", f"{ms:.2f} ms  " + escape(f"[{result['calibration'][name]}]"))
+    else:
+        summary.add_row("latency", f"p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms")
+    for key, label in (("init_ms", "init"), ("first_ms", "first inference")):
+        if result.get(key) is not None:
+            summary.add_row(label, f"{result[key]:.2f} ms")
+    if result.get("top1") is not None:
+        summary.add_row("top-1", f"{result['top1']:.2f} % on {result['eval_samples']} images")
+    if result.get("ram_bytes") is not None:
+        budget = f" of {_size(result['ram_budget_bytes'])}" if result.get("ram_budget_bytes") else ""
+        summary.add_row("RAM", _size(result["ram_bytes"]) + budget)
+    if result.get("flash_bytes") is not None:
+        summary.add_row("flash", f"{_size(result['flash_bytes'])} of {_size(result['flash_budget_bytes'])}")
+    if "fits" in result:
+        summary.add_row("fits", "[green]yes[/green]" if result["fits"] else "[red]no[/red]")
+    for op in result.get("unsupported_ops", []):
+        summary.add_row("unsupported", escape(f"#{op['index']} {op['op']}: {op['reason']}"))
+    for warning in result.get("int8_warnings", []):
+        summary.add_row("int8", warning)
+    for key in ("runtime", "threads", "note", "calibration"):
+        if key in result and not isinstance(result[key], dict) and "layers" not in result:
+            summary.add_row(key, escape(str(result[key])))
+    console.print(summary)

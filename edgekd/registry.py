@@ -1,0 +1,30 @@
+"""One registry type behind students, methods, teacher formats and export formats."""
+from .errors import EdgekdError
+
+
+class Registry:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, object] = {}
+
+    def register(self, name: str):
+        def add(obj):
+            if name in self._entries:
+                raise ValueError(f"{self.kind} '{name}' registered twice")
+            self._entries[name] = obj
+            return obj
+        return add
+
+    def get(self, name: str):
+        if name not in self._entries:
+            raise EdgekdError(f"unknown {self.kind} '{name}'; choose one of: {', '.join(self.names())}")
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def items(self):
+        return self._entries.items()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries

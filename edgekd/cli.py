@@ -2,6 +2,7 @@
 import json
 import logging
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -11,18 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import EdgekdError
+from .teacher import parse_floats
 
-console = Console()
+console = Console(soft_wrap=True)  # log lines stay whole lines when piped to a file
 EMBEDDED_TEACHER = Path(__file__).parent / "assets" / "mnist_lenet5.pt2"
-
-
-def _floats(text, name):
-    if text is None:
-        return None
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise EdgekdError(f"{name} takes comma-separated numbers, e.g. 0.485,0.456,0.406, not '{text}'") from None
 
 
 def _settings(pairs) -> dict:
@@ -55,6 +48,8 @@ def load_recipe(path) -> dict:
     for key in ("teacher", "eval_data"):
         if isinstance(recipe.get(key), str):
             recipe[key] = recipe[key].replace("${EDGEKD_DATA}", root)
+    if recipe.get("teacher") == "embedded":
+        recipe["teacher"] = str(EMBEDDED_TEACHER)
     return recipe
 
 
@@ -105,7 +100,7 @@ def distill(teacher, student, method, recipe, out, teacher_arch, input_shape, tr
     from .teacher import load_teacher, parse_shape
 
     if resume:
-        return _resume(Path(resume), iterations, time_budget, no_progress)
+        return _resume(Path(resume), iterations, time_budget, no_progress, trust_pickle)
     r = load_recipe(recipe) if recipe else {}
     teacher = teacher or r.get("teacher")
     if teacher is None:
@@ -113,8 +108,8 @@ def distill(teacher, student, method, recipe, out, teacher_arch, input_shape, tr
         console.print(f"no teacher given: using the embedded MNIST LeNet-5 teacher ({EMBEDDED_TEACHER.name})")
     teacher_arch = teacher_arch or r.get("teacher_arch")
     t = load_teacher(teacher, parse_shape(input_shape or r.get("input_shape")), teacher_arch, trust_pickle)
-    mean, std = _shape_and_preprocessing(t.path, _floats(mean, "--mean") or r.get("mean"),
-                                         _floats(std, "--std") or r.get("std"))
+    mean, std = _shape_and_preprocessing(t.path, parse_floats(mean, "--mean") or r.get("mean"),
+                                         parse_floats(std, "--std") or r.get("std"))
     if (mean is None) != (std is None) or (mean and len(mean) != t.input_shape[0]):
         raise EdgekdError(f"give --mean and --std together, one value per input channel ({t.input_shape[0]})")
     method = resolve_method(method or r.get("method", "auto"), t.access)
@@ -145,7 +140,7 @@ def distill(teacher, student, method, recipe, out, teacher_arch, input_shape, tr
     _report(run.distill(t, config, out, eval_set, show_progress=not no_progress, log=console.print), out)
 
 
-def _resume(out: Path, iterations, time_budget, no_progress):
+def _resume(out: Path, iterations, time_budget, no_progress, trust_pickle):
     import yaml
 
     from . import distill as run
@@ -159,7 +154,7 @@ def _resume(out: Path, iterations, time_budget, no_progress):
     if iterations is not None or time_budget is not None:  # a resumed run may be given a new budget
         config["iterations"], config["time_budget_minutes"] = iterations, time_budget
     tc = config["teacher"]
-    t = load_teacher(tc["path"], tc["input_shape"], tc["arch"], trust_pickle=False)
+    t = load_teacher(tc["path"], tc["input_shape"], tc["arch"], trust_pickle)
     if t.sha256 != tc["sha256"]:
         raise EdgekdError(f"teacher {tc['path']} changed since the run started (sha256 differs)")
     eval_set = load_dataset(config["eval_data"], "test") if config["eval_data"] else None
@@ -198,7 +193,7 @@ def eval_(model, data, split, limit, teacher_arch, input_shape, mean, std, trust
     if path.is_dir():
         path = path / "student.pt2"
     m = load_teacher(path, parse_shape(input_shape), teacher_arch, trust_pickle)
-    mean, std = _shape_and_preprocessing(m.path, _floats(mean, "--mean"), _floats(std, "--std"))
+    mean, std = _shape_and_preprocessing(m.path, parse_floats(mean, "--mean"), parse_floats(std, "--std"))
     if mean is None and run_config.is_file():  # a student from a run takes its teacher's inputs
         pre = yaml.safe_load(run_config.read_text())["preprocessing"]
         mean, std = pre["mean"], pre["std"]
@@ -262,8 +257,8 @@ def teacher_train(data, arch, out, epochs, batch_size, lr, mean, std, seed, forc
 
     if Path(out).exists() and not force:
         raise EdgekdError(f"{out} exists; pass --force to replace it")
-    result = train_teacher(data, arch, Path(out), epochs, batch_size, lr, _floats(mean, "--mean"),
-                           _floats(std, "--std"), seed, log=console.print)
+    result = train_teacher(data, arch, Path(out), epochs, batch_size, lr, parse_floats(mean, "--mean"),
+                           parse_floats(std, "--std"), seed, log=console.print)
     console.print(f"wrote {out}: test top-1 {result['test_top1']} %" if result.get("test_top1") is not None
                   else f"wrote {out}")
 
@@ -318,6 +313,10 @@ cli.add_command(export)
 
 
 def main():
+    # A shell that starts edgekd in the background ignores SIGINT for it, and Python keeps that;
+    # restore Ctrl-C (and treat `kill` the same way) so an interrupted run always checkpoints.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     warnings.filterwarnings("ignore")
     logging.getLogger("torch").setLevel(logging.ERROR)
     try:

@@ -110,7 +110,8 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
         p.requires_grad_(False)
     c, h, w = teacher.input_shape
     student = create_student(config["student"], c, teacher.num_classes, (h, w)).to(device)
-    method = METHODS.get(config["method"])(teacher, student, s, device)
+    pre = config["preprocessing"]
+    method = METHODS.get(config["method"])(teacher, student, s, device, pre["mean"], pre["std"])
     normalise = normaliser(config)
 
     iteration, seconds, rollbacks, lr_scale = 0, 0.0, 0, 1.0

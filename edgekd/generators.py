@@ -5,17 +5,20 @@ from torch import nn
 
 
 class Generator(nn.Module):
-    """DAFL's generator (Chen et al. 2019): linear -> 128 x H/4 x W/4, two upsample + conv blocks,
-    tanh, and a final BatchNorm. DAFL's final BatchNorm has no affine part, which pins every
-    channel to mean 0 / std 1: right for teachers fed normalised images, wrong for the many that
-    take raw [0, 1] pixels (MNIST's mean is 0.13). Here it is affine, so the generator learns
-    the input range the teacher expects.
+    """DAFL's generator (Chen et al. 2019): linear -> 128 x H/4 x W/4, two upsample + conv blocks.
+
+    DAFL ends with tanh and a BatchNorm without affine, i.e. standardised outputs, which suits
+    teachers fed normalised images only. edgekd knows the teacher's preprocessing, so the
+    generator ends with a sigmoid instead: it draws images in [0, 1], normalised with the
+    teacher's mean and std. Samples stay valid images (the students see what a device will), and
+    the generator cannot hide the teacher's evidence in out-of-range pixels.
 
     `num_classes > 0` makes it conditional (CGDD): the noise is multiplied by a learned embedding
     of the requested label, as in conditional GANs, so one generator can produce any chosen class.
     """
 
-    def __init__(self, latent_dim: int, image_shape, width: int = 128, num_classes: int = 0):
+    def __init__(self, latent_dim: int, image_shape, width: int = 128, num_classes: int = 0,
+                 mean=None, std=None):
         super().__init__()
         channels, height, width_px = image_shape
         self.latent_dim, self.image_shape, self.num_classes = latent_dim, tuple(image_shape), num_classes
@@ -31,9 +34,10 @@ class Generator(nn.Module):
             nn.Upsample(scale_factor=2),
             nn.Conv2d(width, width // 2, 3, padding=1), nn.BatchNorm2d(width // 2, eps=0.8),
             nn.LeakyReLU(0.2),
-            nn.Conv2d(width // 2, channels, 3, padding=1), nn.Tanh(),
-            nn.BatchNorm2d(channels),
+            nn.Conv2d(width // 2, channels, 3, padding=1), nn.Sigmoid(),
         )
+        self.register_buffer("mean", torch.tensor(mean or [0.0] * channels).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std or [1.0] * channels).view(1, -1, 1, 1))
 
     def forward(self, z, labels=None):
         if self.label_embedding is not None:
@@ -42,7 +46,7 @@ class Generator(nn.Module):
         x = self.body(x)
         if x.shape[-2:] != self.image_shape[1:]:  # sizes that are not a multiple of 4
             x = F.interpolate(x, size=self.image_shape[1:], mode="bilinear", align_corners=False)
-        return x
+        return (x - self.mean) / self.std
 
     def sample(self, n: int, generator: torch.Generator | None = None, device="cpu"):
         """n fresh inputs (with their labels for a conditional generator, else None)."""
@@ -58,6 +62,7 @@ def load_generators(path) -> list[Generator]:
     generators = []
     for weights in state["state_dicts"]:
         g = Generator(state["latent_dim"], state["image_shape"], state["width"], state["num_classes"])
+        # mean and std are buffers, restored by load_state_dict
         g.load_state_dict(weights)
         generators.append(g)
     return generators

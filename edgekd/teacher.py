@@ -412,6 +412,16 @@ def parse_shape(text: str | None) -> tuple[int, int, int] | None:
 METADATA_FILE = "edgekd.json"  # extra file inside edgekd-made .pt2 archives
 
 
+def parse_floats(text: str | None, name: str) -> list[float] | None:
+    """Per-channel values from the command line, e.g. --mean 0.485,0.456,0.406."""
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise EdgekdError(f"{name} takes comma-separated numbers, e.g. 0.485,0.456,0.406, not '{text}'") from None
+
+
 def save_export(module: torch.nn.Module, input_shape, path, metadata: dict | None = None) -> None:
     """Writes a model as a .pt2 with a dynamic batch dimension and edgekd's metadata (input
     preprocessing, classes) inside, so later commands need no flags to use it."""

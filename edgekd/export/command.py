@@ -6,18 +6,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import EdgekdError
+from ..teacher import parse_floats
 from .formats import FORMATS
 
 console = Console()
-
-
-def _floats(text, name):
-    if text is None:
-        return None
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise EdgekdError(f"{name} takes comma-separated numbers, e.g. 0.485,0.456,0.406, not '{text}'") from None
 
 
 @click.command()
@@ -64,8 +56,8 @@ def export(source, want_onnx, want_tflite, fp16, int8, dynamic, calib, calib_siz
     flags = {f for f, on in (("nhwc", nhwc), ("int8_io", int8_io), ("per_tensor", per_tensor)) if on}
     if calib != "synthetic" and not Path(calib).exists():
         raise EdgekdError(f"--calib takes 'synthetic' or a path to real images; {calib} not found")
-    src = load_source(source, teacher_arch, parse_shape(input_shape), _floats(mean, "--mean"),
-                      _floats(std, "--std"), trust_pickle)
+    src = load_source(source, teacher_arch, parse_shape(input_shape), parse_floats(mean, "--mean"),
+                      parse_floats(std, "--std"), trust_pickle)
     out = Path(out) if out else src.default_out
     log = console.print if not no_progress else (lambda msg: click.echo(msg))
     results = run(src, out, formats, precisions, flags, calib, calib_size, eval_data, force, log)

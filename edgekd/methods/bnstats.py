@@ -10,7 +10,7 @@ from .base import Method, bn_statistics_loss, negative_entropy_of_mean
 @METHODS.register("bnstats")
 class BNStats(Method):
     needs = {"bn"}
-    defaults = {"num_generators": 4, "lr_generator": 1e-2, "lr_student": 1e-3,
+    defaults = {"num_generators": 2, "lr_generator": 1e-2,
                 "w_bn": 1.0, "w_onehot": 0.5, "w_entropy": 5.0}
 
     def step(self, iteration):

@@ -13,7 +13,7 @@ from .base import Method, discrepancy, kd_loss
 class CGDD(Method):
     needs = set()  # logits suffice; features, when the teacher exposes them, add feature KD
     conditional = True
-    defaults = {"lr_generator": 1e-2, "lr_student": 1e-3, "w_label": 1.0, "w_adv": 1.0, "w_feature": 1.0}
+    defaults = {"lr_generator": 1e-2, "w_label": 1.0, "w_adv": 1.0, "w_feature": 1.0}
 
     def extra_modules(self):
         if self.teacher.feature_node is None:
@@ -35,7 +35,9 @@ class CGDD(Method):
     def student_update(self, x, teacher_logits, teacher_features=None):
         features = self.student.forward_features(x)
         loss_kd = kd_loss(self.student.classifier(features), teacher_logits, self.s["temperature"])
+        # Relative to the teacher features' energy, so the weight means the same for any teacher.
         loss_feature = (F.mse_loss(self.extra["projection"](features), teacher_features)
+                        / teacher_features.pow(2).mean().clamp_min(1e-6)
                         if teacher_features is not None else features.new_zeros(()))
         loss = loss_kd + self.s["w_feature"] * loss_feature
         self.opt_s.zero_grad(set_to_none=True)

@@ -9,7 +9,7 @@ from .base import Method, bn_statistics_loss, discrepancy, negative_entropy_of_m
 @METHODS.register("ddad")
 class DDAD(Method):
     needs = {"bn"}
-    defaults = {"lr_generator": 1e-2, "lr_student": 1e-3, "w_bn": 1.0, "w_adv": 1.0, "w_entropy": 5.0}
+    defaults = {"lr_generator": 1e-2, "w_bn": 1.0, "w_adv": 1.0, "w_entropy": 5.0}
 
     def step(self, iteration):
         x, _ = self.generate(iteration)

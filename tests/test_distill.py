@@ -1,0 +1,229 @@
+"""edgekd distill end to end: black-box teachers in every format, the four methods, run
+directories, resume after kill -9, Ctrl-C, and one-line errors for bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from edgekd.data import load_dataset
+from edgekd.distill import resolve_settings
+from edgekd.evaluate import top1
+from edgekd.methods import METHODS
+from edgekd.students import create_student
+from edgekd.teacher import load_teacher
+from unseen_teacher import make_unseen_mnist_teacher
+
+EMBEDDED = Path(__file__).resolve().parents[1] / "edgekd" / "assets" / "mnist_lenet5.pt2"
+QUICK = ["--set", "batch_size=32", "--set", "student_steps=1", "--no-progress"]
+
+
+def edgekd(*args, timeout=600, **kwargs):
+    return subprocess.run([sys.executable, "-m", "edgekd.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, **kwargs)
+
+
+def assert_one_line_error(result, fragment):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.fixture(scope="session")
+def mnist(shared):
+    return shared / "datasets" / "mnist"
+
+
+@pytest.fixture(scope="session")
+def unseen(mnist, tmp_path_factory):
+    """An architecture edgekd has never seen, trained on 12k real MNIST images, in three formats."""
+    folder = tmp_path_factory.mktemp("teachers")
+    model, acc = make_unseen_mnist_teacher(mnist, folder / "strange.ts", limit=12000)
+    assert acc > 95
+    example = torch.zeros(2, 1, 28, 28)
+    batch = torch.export.Dim("batch", min=1)
+    torch.export.save(torch.export.export(model, (example,), dynamic_shapes=({0: batch},)),
+                      folder / "strange.pt2")
+    # The legacy exporter with training=PRESERVE keeps BatchNormalization nodes (not folded).
+    torch.onnx.export(model, (example,), folder / "strange.onnx", dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "batch"}}, opset_version=17,
+                      training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)
+    return {"model": model, "ts": folder / "strange.ts", "pt2": folder / "strange.pt2",
+            "onnx": folder / "strange.onnx"}
+
+
+@pytest.mark.parametrize("fmt", ["ts", "pt2", "onnx"])
+def test_black_box_teacher_matches_original_and_exposes_bn(unseen, mnist, fmt):
+    teacher = load_teacher(unseen[fmt])
+    assert teacher.input_shape == (1, 28, 28) and teacher.num_classes == 10
+    assert len(teacher.bn_nodes) == 3 and teacher.feature_dim == 64
+    x = load_dataset(mnist, "test", limit=64).x.requires_grad_()
+    logits, features, bn_inputs = teacher.run(x, with_bn=True)
+    torch.testing.assert_close(logits, unseen["model"](x), atol=1e-4, rtol=1e-4)
+    assert [tuple(b.shape[:2]) for b in bn_inputs] == [(64, 12), (64, 24), (64, 32)]
+    # The running statistics are the trained model's, so real data matches them closely.
+    for b, (mean, _) in zip(bn_inputs, teacher.bn_stats):
+        assert (b.mean((0, 2, 3)) - mean).abs().mean() < 0.5
+    logits.sum().backward()  # differentiable w.r.t. the input: what the generators need
+    assert x.grad.abs().sum() > 0
+
+
+def test_teacher_info_json(unseen):
+    result = edgekd("teacher", "info", unseen["ts"], "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["format"] == "torchscript" and info["input_shape"] == [1, 28, 28]
+    assert info["num_classes"] == 10 and info["batchnorm_layers"] == 3
+    assert set(info["methods"]) == {"dafl", "bnstats", "ddad", "cgdd"} and info["auto_method"] == "bnstats"
+    assert info["macs"] > 100_000 and info["params"] > 10_000
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+@pytest.mark.parametrize("method", ["dafl", "bnstats", "ddad", "cgdd"])
+def test_every_method_trains_from_pt2_and_onnx(unseen, fmt, method):
+    torch.manual_seed(0)
+    teacher = load_teacher(unseen[fmt])
+    student = create_student("lenet5_half", 1, 10, (28, 28))
+    before = [p.detach().clone() for p in student.parameters()]
+    settings = resolve_settings(method, {}, {"batch_size": 16, "student_steps": 2, "num_generators": 1})
+    m = METHODS.get(method)(teacher, student, settings, "cpu")
+    losses = [m.step(i) for i in range(3)]
+    assert all(torch.isfinite(torch.tensor(list(l.values()))).all() for l in losses)
+    assert any((a - b).abs().sum() > 0 for a, b in zip(before, student.parameters()))
+    assert m.sample(8).shape == (8, 1, 28, 28)
+
+
+def test_distill_torchscript_end_to_end(unseen, mnist, tmp_path):
+    out = tmp_path / "run"
+    result = edgekd("distill", unseen["ts"], "--method", "auto", "--iterations", 120, "--eval-every", 40,
+                    "--checkpoint-every", 40, "--eval-data", mnist, "--out", out, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    for name in ("student.pt2", "student.pt", "generator.pt", "config.yaml", "metrics.jsonl", "summary.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "bnstats" and summary["iterations"] == 120
+    assert summary["teacher_top1"] > 95
+    assert summary["student_top1"] > 40, summary  # chance is 10 %: the student learnt digits
+    assert 0 <= summary["fidelity"] <= 100 and summary["wall_seconds"] > 0
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["teacher"]["sha256"] and config["settings"]["batch_size"] == 128
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in metrics] == [40, 80, 120]
+    assert all({"seconds", "losses", "fidelity", "student_top1"} <= set(m) for m in metrics)
+    # The archive loads with plain torch.export and is the saved student.
+    program = torch.export.load(str(out / "student.pt2")).module()
+    weights = torch.load(out / "student.pt", weights_only=True)
+    student = create_student(weights["name"], 1, 10, (28, 28))
+    student.load_state_dict(weights["state_dict"])
+    x = load_dataset(mnist, "test", limit=300).x
+    torch.testing.assert_close(program(x), student.eval()(x))
+    acc = top1(program, load_dataset(mnist, "test"), lambda v: v)
+    assert abs(acc - summary["student_top1"]) < 0.01
+    # `edgekd eval` reports the same figure for the student file.
+    result = edgekd("eval", out / "student.pt2", "--data", mnist, "--json")
+    assert json.loads(result.stdout)["top1"] == pytest.approx(acc, abs=0.01)
+
+
+def test_resume_after_kill_9_loses_at_most_one_checkpoint_interval(tmp_path):
+    out = tmp_path / "run"
+    args = ["distill", "--iterations", 400, "--checkpoint-every", 10, "--eval-every", 1000, "--out", out, *QUICK]
+    proc = subprocess.Popen([sys.executable, "-m", "edgekd.cli", *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = out / "checkpoint.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline and not checkpoint.exists():
+        time.sleep(0.5)
+    time.sleep(3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(checkpoint, weights_only=True)["iteration"]
+    assert 10 <= saved < 400 and saved % 10 == 0
+    result = edgekd("--help")  # nothing left locked; now continue the run
+    result = edgekd("distill", "--resume", out, "--iterations", saved + 20, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert f"resumed {out} at iteration {saved}" in " ".join(result.stdout.split())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["iterations"] == saved + 20
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "edgekd.cli", "distill", "--iterations", "100000",
+                             "--out", str(out), *QUICK], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "config.yaml").exists():
+        time.sleep(0.5)
+    time.sleep(8)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "interrupted at iteration" in err and "Traceback" not in err
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["iteration"] > 0
+
+
+def test_exploding_losses_roll_back_then_stop_with_a_clear_error(tmp_path):
+    out = tmp_path / "run"
+    result = edgekd("distill", "--iterations", 200, "--checkpoint-every", 5, "--out", out,
+                    "--set", "lr_student=1e30", *QUICK)
+    assert_one_line_error(result, "NaN")
+    assert "rolled back" in result.stdout
+
+
+def test_pretrained_cifar_resnet56_state_dict_is_a_teacher(shared):
+    path = shared / "teachers" / "cifar10-resnet-akamaster" / "resnet56-4bfd9763.th"
+    teacher = load_teacher(path, arch="resnet56")
+    assert teacher.input_shape == (3, 32, 32) and len(teacher.bn_nodes) == 55
+    data = load_dataset(shared / "datasets" / "cifar10", "test", limit=500)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    assert top1(teacher, data, lambda x: (x - mean) / std) > 90  # published 93.39 on all 10k
+
+
+def _bad_inputs(tmp_path, unseen, mnist):
+    truncated = tmp_path / "truncated.pt2"
+    truncated.write_bytes(EMBEDDED.read_bytes()[:5000])
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(os.urandom(2000))
+    pickled = tmp_path / "module.pt"
+    torch.save(unseen["model"], pickled)
+    tuple_out = tmp_path / "tuple.ts"
+    torch.jit.save(torch.jit.trace(TwoOutputs(), torch.zeros(1, 1, 28, 28)), str(tuple_out))
+    no_bn = tmp_path / "lenet5.ts"
+    torch.jit.save(torch.jit.trace(create_student("lenet5", 1, 10, (28, 28)).eval(), torch.zeros(1, 1, 28, 28)),
+                   str(no_bn))
+    return [
+        (["distill", tmp_path / "missing.pt2"], "not found"),
+        (["distill", truncated], "truncated"),
+        (["distill", garbage], "not a valid ONNX"),
+        (["distill", pickled], "--trust-pickle"),
+        (["distill", "--student", "nosuchnet"], "unknown student"),
+        (["distill", "--method", "nosuchmethod"], "unknown method"),
+        (["distill", no_bn, "--method", "bnstats"], "BatchNorm"),
+        (["distill", unseen["ts"], "--input-shape", "3,32,32"], "rejected every input shape"),
+        (["distill", tuple_out], "returns 2 values"),
+        (["distill", "--eval-data", tmp_path], "cannot read eval data"),
+        (["distill", "--eval-data", mnist / ".." / "cifar10"], "shape"),
+        (["distill", "--set", "nosuchsetting=1"], "unknown setting"),
+        (["distill", "--resume", tmp_path], "not an edgekd run directory"),
+    ]
+
+
+class TwoOutputs(torch.nn.Module):
+    def forward(self, x):
+        return x.mean((1, 2, 3)).unsqueeze(1).repeat(1, 10), x
+
+
+def test_bad_input_gives_one_line_and_no_run_directory(tmp_path, unseen, mnist):
+    for args, fragment in _bad_inputs(tmp_path, unseen, mnist):
+        out = tmp_path / "never"
+        result = edgekd(*args, "--out", out, "--iterations", 1)
+        assert_one_line_error(result, fragment)
+        assert not out.exists(), args

@@ -1,4 +1,5 @@
 """The `edgekd export` click command: parse, hand to core.export, print the table."""
+import sys
 from pathlib import Path
 
 import click
@@ -9,7 +10,8 @@ from ..errors import EdgekdError
 from ..teacher import parse_floats
 from .formats import FORMATS
 
-console = Console()
+# Piped output (logs, CI) gets a wide table rather than file names cut to a few letters.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 @click.command()

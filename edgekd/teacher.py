@@ -382,6 +382,8 @@ def _probe_forward(teacher: Teacher) -> tuple[int, bool, int]:
             try:
                 teacher.batch_one = batch_one = True
                 logits, features, _ = teacher.run(torch.zeros(1, *teacher.input_shape))
+            except EdgekdError:
+                raise
             except Exception:  # noqa: BLE001
                 raise EdgekdError(f"the teacher rejects inputs of shape {_fmt(teacher.input_shape)} "
                                   f"({_first_line(e)}); pass the right --input-shape C,H,W") from None

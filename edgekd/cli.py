@@ -53,7 +53,7 @@ def load_recipe(path) -> dict:
     return recipe
 
 
-def _shape_and_preprocessing(teacher_path, mean, std):
+def _preprocessing(teacher_path, mean, std):
     """Preprocessing the teacher file records (edgekd-made .pt2 files do), unless given."""
     from .teacher import read_metadata
 
@@ -108,7 +108,7 @@ def distill(teacher, student, method, recipe, out, teacher_arch, input_shape, tr
         console.print(f"no teacher given: using the embedded MNIST LeNet-5 teacher ({EMBEDDED_TEACHER.name})")
     teacher_arch = teacher_arch or r.get("teacher_arch")
     t = load_teacher(teacher, parse_shape(input_shape or r.get("input_shape")), teacher_arch, trust_pickle)
-    mean, std = _shape_and_preprocessing(t.path, parse_floats(mean, "--mean") or r.get("mean"),
+    mean, std = _preprocessing(t.path, parse_floats(mean, "--mean") or r.get("mean"),
                                          parse_floats(std, "--std") or r.get("std"))
     if (mean is None) != (std is None) or (mean and len(mean) != t.input_shape[0]):
         raise EdgekdError(f"give --mean and --std together, one value per input channel ({t.input_shape[0]})")
@@ -193,7 +193,7 @@ def eval_(model, data, split, limit, teacher_arch, input_shape, mean, std, trust
     if path.is_dir():
         path = path / "student.pt2"
     m = load_teacher(path, parse_shape(input_shape), teacher_arch, trust_pickle)
-    mean, std = _shape_and_preprocessing(m.path, parse_floats(mean, "--mean"), parse_floats(std, "--std"))
+    mean, std = _preprocessing(m.path, parse_floats(mean, "--mean"), parse_floats(std, "--std"))
     if mean is None and run_config.is_file():  # a student from a run takes its teacher's inputs
         pre = yaml.safe_load(run_config.read_text())["preprocessing"]
         mean, std = pre["mean"], pre["std"]
@@ -322,7 +322,6 @@ def main():
     try:
         cli.main(standalone_mode=False)
     except EdgekdError as e:
-        console.file = sys.stderr
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:

@@ -20,7 +20,7 @@ from . import __version__
 from .errors import EdgekdError
 from .evaluate import agreement, top1
 from .fileio import append_line, torch_save, write_json, write_yaml
-from .methods import METHODS, resolve_method
+from .methods import METHODS
 from .methods.base import COMMON_DEFAULTS
 from .progress import Progress
 from .students import create_student

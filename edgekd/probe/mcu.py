@@ -23,7 +23,6 @@ TRANSPOSE_CONV UNIDIRECTIONAL_SEQUENCE_LSTM UNPACK VAR_HANDLE WHILE ZEROS_LIKE
 """.split())
 # Tensor types TFLM kernels handle at all (no float16, float64 or int64 arithmetic on MCUs).
 TFLM_TYPES = frozenset({"FLOAT32", "INT8", "UINT8", "INT16", "INT32", "BOOL", "INT4"})
-MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL")
 # Ops whose int8 kernels CMSIS-NN accelerates need symmetric int8 weights (zero point 0).
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 ALIGN = 16  # TFLM aligns every arena buffer to 16 bytes (kBufferAlignment)

@@ -109,7 +109,7 @@ def distill(teacher, student, method, recipe, out, teacher_arch, input_shape, tr
     teacher_arch = teacher_arch or r.get("teacher_arch")
     t = load_teacher(teacher, parse_shape(input_shape or r.get("input_shape")), teacher_arch, trust_pickle)
     mean, std = _preprocessing(t.path, parse_floats(mean, "--mean") or r.get("mean"),
-                                         parse_floats(std, "--std") or r.get("std"))
+                               parse_floats(std, "--std") or r.get("std"))
     if (mean is None) != (std is None) or (mean and len(mean) != t.input_shape[0]):
         raise EdgekdError(f"give --mean and --std together, one value per input channel ({t.input_shape[0]})")
     method = resolve_method(method or r.get("method", "auto"), t.access)

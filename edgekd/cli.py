@@ -71,7 +71,7 @@ def cli():
 @cli.command()
 @click.argument("teacher", required=False, type=click.Path())
 @click.option("--student", help="student architecture (see `edgekd students`)")
-@click.option("--method", help="dafl | bnstats | ddad | cgdd | auto (the best the teacher allows)")
+@click.option("--method", help="fast | bnstats | ddad | dafl | cgdd | auto (the best the teacher allows)")
 @click.option("--recipe", type=click.Path(), help="YAML recipe with the settings of a published experiment")
 @click.option("--out", type=click.Path(), help="run directory to create (default runs/<teacher>-<student>)")
 @click.option("--teacher-arch", help="zoo architecture of a plain state_dict teacher (e.g. resnet56)")
@@ -82,8 +82,9 @@ def cli():
 @click.option("--eval-data", type=click.Path(), help="real labelled data to report accuracy on (idx, CIFAR bin, ImageFolder, .npz)")
 @click.option("--mean", help="teacher normalisation mean per channel, e.g. 0.485,0.456,0.406")
 @click.option("--std", help="teacher normalisation std per channel")
-@click.option("--checkpoint-every", type=click.IntRange(1), help="iterations between checkpoints [200]")
-@click.option("--eval-every", type=click.IntRange(1), help="iterations between evaluations [100]")
+@click.option("--checkpoint-every", metavar="N|Mmin",
+              help="iterations (N) or minutes of training (e.g. 5min) between checkpoints [200 and 5min]")
+@click.option("--eval-every", metavar="N|Mmin", help="iterations (N) or minutes (e.g. 2min) between evaluations [100]")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a method setting")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="[auto]")
 @click.option("--seed", type=int, help="random seed [0]")
@@ -131,13 +132,32 @@ def distill(teacher, student, method, recipe, out, teacher_arch, input_shape, tr
     config = run.new_config(
         t, student=student, method=method, settings=settings, budget=run.Budget(iterations, time_budget),
         eval_data=eval_data, mean=mean, std=std, device=device or "auto", seed=seed or 0,
-        checkpoint_every=checkpoint_every or r.get("checkpoint_every", 200),
-        eval_every=eval_every or r.get("eval_every", 100), recipe=str(recipe) if recipe else None,
+        checkpoint_every=parse_period(checkpoint_every or r.get("checkpoint_every"), "--checkpoint-every",
+                                      (200, 5.0)),
+        eval_every=parse_period(eval_every or r.get("eval_every"), "--eval-every", (100, None)),
+        recipe=str(recipe) if recipe else None,
         teacher_arch=teacher_arch)
     console.print(f"teacher {t.path.name}: {t.format}, input {'x'.join(map(str, t.input_shape))}, "
                   f"{t.num_classes} classes, {len(t.bn_nodes)} BatchNorm layers")
     console.print(f"method {method}, student {student}, run directory {out}")
     _report(run.distill(t, config, out, eval_set, show_progress=not no_progress, log=console.print), out)
+
+
+def parse_period(value, name: str, default: tuple) -> tuple:
+    """'N' iterations or 'Mmin' minutes of training -> (N, None) or (None, M); None -> default."""
+    if value is None:
+        return default
+    text = str(value).strip().lower()
+    try:
+        if text.endswith("min"):
+            minutes = float(text[:-3])
+            if minutes > 0:
+                return None, minutes
+        elif int(text) >= 1:
+            return int(text), None
+    except ValueError:
+        pass
+    raise EdgekdError(f"{name} takes a number of iterations (e.g. 200) or of minutes (e.g. 5min), not '{value}'")
 
 
 def _resume(out: Path, iterations, time_budget, no_progress, trust_pickle):
@@ -290,13 +310,12 @@ def methods():
     from .methods import AUTO_ORDER, METHODS
 
     table = Table(title="methods (auto picks the first usable, in this order)")
-    table.add_column("name")
-    table.add_column("needs from the teacher")
-    table.add_column("paper")
+    for column in ("name", "needs from the teacher", "paper", "edgekd additions (not in the paper)"):
+        table.add_column(column)
     for name in AUTO_ORDER:
         cls = METHODS.get(name)
         paper = sys.modules[cls.__module__].__doc__.split(":")[0].strip()
-        table.add_row(name, ", ".join(sorted(cls.needs)) or "logits only", paper)
+        table.add_row(name, ", ".join(sorted(cls.needs)) or "logits only", paper, cls.additions)
     console.print(table)
 
 

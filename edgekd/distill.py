@@ -18,16 +18,19 @@ import torch
 
 from . import __version__
 from .errors import EdgekdError
-from .evaluate import agreement, top1
 from .fileio import append_line, torch_save, write_json, write_yaml
 from .methods import METHODS
 from .methods.base import COMMON_DEFAULTS
+from .inversion import invert
+from .pool import Pool, augment
 from .progress import Progress
 from .students import create_student
-from .teacher import Teacher
+from .teacher import Teacher, TeacherOutput
 
 MAX_ROLLBACKS = 3
-HELD_OUT_SEED = 12345  # synthetic samples for fidelity come from noise never used in training
+EVAL_LIMIT = 2000  # samples scored at each periodic evaluation (the final one scores all)
+# Fidelity without eval data: agreement with the teacher on images inverted from it (inversion.py).
+PROBE_SIZE, PROBE_STEPS = 256, 30
 
 
 @dataclass
@@ -74,6 +77,7 @@ def seed_everything(seed: int):
 
 def new_config(teacher: Teacher, *, student, method, settings, budget, eval_data, mean, std,
                device, seed, checkpoint_every, eval_every, recipe, teacher_arch) -> dict:
+    """`checkpoint_every` and `eval_every` are (iterations or None, minutes or None)."""
     return {
         "edgekd_version": __version__,
         "teacher": {"path": str(teacher.path.resolve()), "sha256": teacher.sha256, "format": teacher.format,
@@ -84,18 +88,56 @@ def new_config(teacher: Teacher, *, student, method, settings, budget, eval_data
         "student": student, "method": method, "recipe": recipe,
         "eval_data": str(Path(eval_data).resolve()) if eval_data else None,
         "iterations": budget.iterations, "time_budget_minutes": budget.minutes,
-        "checkpoint_every": checkpoint_every, "eval_every": eval_every,
+        "checkpoint_every": checkpoint_every[0], "checkpoint_every_minutes": checkpoint_every[1],
+        "eval_every": eval_every[0], "eval_every_minutes": eval_every[1],
         "device": device, "seed": seed, "settings": settings,
     }
 
 
-def normaliser(config: dict):
+def normaliser(config: dict, inverse: bool = False):
+    """[0, 1] images -> the teacher's inputs (or back, with `inverse`)."""
     mean, std = config["preprocessing"]["mean"], config["preprocessing"]["std"]
     if mean is None:
         return lambda x: x
     m = torch.tensor(mean).view(1, -1, 1, 1)
     s = torch.tensor(std).view(1, -1, 1, 1)
+    if inverse:
+        return lambda x: x * s.to(x.device) + m.to(x.device)
     return lambda x: (x - m.to(x.device)) / s.to(x.device)
+
+
+def student_lr_factor(s: dict, fraction: float) -> float:
+    """The student's learning-rate multiplier; its schedule spans the student's share of the
+    budget (after synthesis_only)."""
+    start = s["synthesis_only"]
+    progress = min(max((fraction - start) / (1 - start), 0.0), 1.0) if start < 1 else 0.0
+    if s["lr_schedule"] == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return s["lr_gamma"] ** sum(progress >= m for m in s["lr_milestones"])
+
+
+@torch.no_grad()
+def predictions(model, inputs, batch_size=500) -> torch.Tensor:
+    return torch.cat([model(inputs[i:i + batch_size]).argmax(1).cpu() for i in range(0, len(inputs), batch_size)])
+
+
+def fidelity_set(teacher, config, eval_set, out: Path, device, log) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(teacher inputs, teacher predictions, name) that fidelity is measured on, the same for
+    every method: the eval data when given; otherwise a probe set fixed per teacher (images
+    inverted from the teacher for balanced classes, seeded by its sha256), kept in the run
+    directory so a resumed run scores on the same images."""
+    to_model = normaliser(config)
+    if eval_set is not None:
+        x = to_model(eval_set.x.to(device))
+        return x, predictions(teacher, x), "eval data"
+    path = out / "fidelity_probe.pt"
+    if not path.exists():
+        log(f"making the fidelity probe set ({PROBE_SIZE} images inverted from the teacher) ...")
+        pixels = invert(teacher, PROBE_SIZE, to_model, int(teacher.sha256[:8], 16), PROBE_STEPS,
+                        class_targets=True)
+        torch_save(path, pixels.mul(255).round().to("cpu", torch.uint8))  # stored as images are
+    x = to_model(torch.load(path, weights_only=True).to(device).float() / 255)
+    return x, predictions(teacher, x), "probe set"
 
 
 def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bool = False,
@@ -112,23 +154,28 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
     student = create_student(config["student"], c, teacher.num_classes, (h, w)).to(device)
     pre = config["preprocessing"]
     method = METHODS.get(config["method"])(teacher, student, s, device, pre["mean"], pre["std"])
-    normalise = normaliser(config)
+    to_model, to_pixels = normaliser(config), normaliser(config, inverse=True)
+    pool = Pool(s["pool_size"], teacher.input_shape, teacher.num_classes) if s["pool_size"] else None
 
     iteration, seconds, rollbacks, lr_scale = 0, 0.0, 0, 1.0
-    checkpoint_path = out / "checkpoint.pt"
+    checkpoint_path, pool_path = out / "checkpoint.pt", out / "pool.pt"
     if resume and checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         student.load_state_dict(state["student"])
         method.load_state_dict(state["method"])
         iteration, seconds, rollbacks, lr_scale = (state["iteration"], state["seconds"], state["rollbacks"],
                                                    state["lr_scale"])
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())
+        if pool is not None and pool_path.exists():
+            pool.load_state_dict(torch.load(pool_path, weights_only=True))
         keep_metrics_until(out / "metrics.jsonl", iteration)
-        log(f"resumed {out} at iteration {iteration} ({seconds / 60:.1f} min trained)")
+        log(f"resumed {out} at iteration {iteration} ({seconds / 60:.1f} min trained"
+            + (f", {len(pool)} pooled images)" if pool is not None else ")"))
     else:  # a new run, or one stopped before its first checkpoint
         out.mkdir(parents=True, exist_ok=True)
         write_yaml(out / "config.yaml", config)
         (out / "metrics.jsonl").unlink(missing_ok=True)
+    fidelity_inputs, teacher_predictions, fidelity_on = fidelity_set(teacher, config, eval_set, out, device, log)
 
     def training_state():
         return {"student": student.state_dict(), "method": method.state_dict(), "iteration": iteration,
@@ -136,30 +183,68 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
                 "rng": torch.get_rng_state()}
 
     def save_checkpoint():
+        if pool is not None:  # first: a checkpoint never refers to images the pool file lacks
+            pool.save(pool_path)
         torch_save(checkpoint_path, training_state())
 
     def evaluate(limit=None) -> dict:
         student.eval()
-        held_out = method.sample(512, HELD_OUT_SEED)
-        with torch.no_grad():
-            result = {"fidelity": agreement(student, teacher, held_out)}
+        n = min(limit or len(fidelity_inputs), len(fidelity_inputs))
+        predicted = predictions(student, fidelity_inputs[:n])
+        result = {"fidelity": round(100.0 * (predicted == teacher_predictions[:n]).float().mean().item(), 2)}
         if eval_set is not None:
-            result["student_top1"] = top1(student, eval_set, normalise, device, limit)
+            result["student_top1"] = round(100.0 * (predicted == eval_set.y[:n]).float().mean().item(), 2)
         student.train()
         return result
 
+    def teacher_on(x, cached_logits=None):
+        """The teacher's view of a student batch: cached logits when the method's loss needs
+        nothing else, else a fresh forward pass."""
+        if cached_logits is not None and s["pool_logits"] == "cached" and not method.student_needs:
+            return TeacherOutput(cached_logits.to(device), None, [], [])
+        with torch.no_grad():
+            return teacher.run(x, maps="maps" in method.student_needs)
+
+    def student_batches(synth):
+        """The student's batches for one iteration: from the pool (augmented), or, streaming,
+        the synthesized batch and then fresh ones from the generators."""
+        for step in range(s["student_steps"]):
+            if pool is not None:
+                pixels, logits, labels = pool.sample(s["student_batch_size"])
+                x = to_model(augment(pixels.to(device), s["augment_crop"], s["augment_flip"]))
+                yield x, teacher_on(x, logits), labels.to(device)
+            elif step == 0:
+                yield synth.x, teacher_on(synth.x, synth.logits), synth.labels
+            else:
+                with torch.no_grad():
+                    x, labels = method.generate(iteration)
+                yield x, teacher_on(x), labels
+
     last_good = copy.deepcopy(training_state())
     last_eval = {}
+    eval_due = Every(config["eval_every"], config["eval_every_minutes"], seconds)
+    checkpoint_due = Every(config["checkpoint_every"], config["checkpoint_every_minutes"], seconds)
     progress = Progress(budget, enabled=show_progress, log=log)
-    start = time.perf_counter() - seconds
+    start = time.perf_counter() - seconds  # the training clock; evaluations are not counted
     interrupted = False
     try:
         with progress:
             while budget.fraction(iteration, seconds) < 1:
                 fraction = budget.fraction(iteration, seconds)
-                decay = s["lr_gamma"] ** sum(fraction >= m for m in s["lr_milestones"])
-                method.set_lr_scale(lr_scale, lr_scale * decay)
-                losses = method.step(iteration)
+                student_training = fraction >= s["synthesis_only"]
+                method.set_lr_scale(lr_scale, lr_scale * student_lr_factor(s, fraction))
+                if fraction < s["synthesis_until"]:
+                    synth = method.generator_step(iteration, student_training)
+                else:
+                    synth = method.frozen_step(iteration)
+                losses = dict(synth.losses)
+                if pool is not None:
+                    logits = synth.logits if synth.logits is not None else teacher_on(synth.x).logits
+                    pool.add(to_pixels(synth.x), logits, synth.labels)
+                if student_training:
+                    for x, teacher_out, labels in student_batches(synth):
+                        losses.update(method.student_step(x, teacher_out, labels))
+                losses = {k: float(v) for k, v in losses.items()}
                 iteration += 1
                 seconds = time.perf_counter() - start
                 if not all(math.isfinite(v) for v in losses.values()):
@@ -173,14 +258,20 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
                     log(f"losses became non-finite; rolled back to iteration {iteration}, learning rates x0.5")
                     continue
                 done = budget.fraction(iteration, seconds) >= 1
-                if iteration % config["eval_every"] == 0 or done:
+                if eval_due(iteration, seconds) or done:
+                    paused = time.perf_counter()
                     last_eval = {"iteration": iteration, "seconds": round(seconds, 2),
                                  "losses": {k: round(v, 5) for k, v in losses.items()},
-                                 **evaluate(limit=2000)}
+                                 **evaluate(limit=EVAL_LIMIT), "fidelity_on": fidelity_on}
+                    if pool is not None:
+                        last_eval.update(pool_size=len(pool), pool_classes=pool.class_histogram())
                     append_line(out / "metrics.jsonl", json.dumps(last_eval))
-                if iteration % config["checkpoint_every"] == 0 or done:
+                    start += time.perf_counter() - paused
+                if checkpoint_due(iteration, seconds) or done:
+                    paused = time.perf_counter()
                     save_checkpoint()
                     last_good = copy.deepcopy(training_state())
+                    start += time.perf_counter() - paused
                 progress.update(iteration, seconds, losses, s["batch_size"], last_eval)
     except KeyboardInterrupt:
         interrupted = True
@@ -192,14 +283,31 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
     log("final evaluation ...")
     final = evaluate()
     summary = {"method": config["method"], "student": config["student"], "iterations": iteration,
-               "wall_seconds": round(seconds, 2), "fidelity": final["fidelity"],
+               "wall_seconds": round(seconds, 2), "fidelity": final["fidelity"], "fidelity_on": fidelity_on,
                "rollbacks": rollbacks}
+    if pool is not None:
+        summary["pool_size"] = len(pool)
     if eval_set is not None:
         summary["student_top1"] = final["student_top1"]
-        summary["teacher_top1"] = top1(teacher, eval_set, normalise, device)
+        summary["teacher_top1"] = round(100.0 * (teacher_predictions == eval_set.y).float().mean().item(), 2)
     finalise(out, student, method, config)
     write_json(out / "summary.json", summary)
     return summary
+
+
+class Every:
+    """When a periodic action (evaluation, checkpoint) falls due: every `iterations` iterations,
+    and every `minutes` of training when set."""
+
+    def __init__(self, iterations: int | None, minutes: float | None, seconds: float):
+        self.iterations, self.period = iterations, 60 * minutes if minutes else None
+        self.next = (seconds // self.period + 1) * self.period if self.period else math.inf
+
+    def __call__(self, iteration: int, seconds: float) -> bool:
+        by_time = seconds >= self.next
+        if by_time:
+            self.next = (seconds // self.period + 1) * self.period
+        return by_time or bool(self.iterations and iteration % self.iterations == 0)
 
 
 def finalise(out: Path, student, method, config):

@@ -4,24 +4,29 @@ import torch.nn.functional as F
 from torch import nn
 
 
+OUTPUTS = ("sigmoid", "tanh_bn")
+
+
 class Generator(nn.Module):
     """DAFL's generator (Chen et al. 2019): linear -> 128 x H/4 x W/4, two upsample + conv blocks.
 
-    DAFL ends with tanh and a BatchNorm without affine, i.e. standardised outputs, which suits
-    teachers fed normalised images only. edgekd knows the teacher's preprocessing, so the
-    generator ends with a sigmoid instead: it draws images in [0, 1], normalised with the
-    teacher's mean and std. Samples stay valid images (the students see what a device will), and
-    the generator cannot hide the teacher's evidence in out-of-range pixels.
+    `output="tanh_bn"` is DAFL's own ending: tanh, then a BatchNorm without affine, i.e.
+    standardised outputs fed to the teacher as they are. edgekd knows the teacher's
+    preprocessing, so by default (`"sigmoid"`) the generator draws images in [0, 1], normalised
+    with the teacher's mean and std: samples stay valid images (the students see what a device
+    will, and the pool stores them exactly), and the generator cannot hide the teacher's evidence
+    in out-of-range pixels.
 
     `num_classes > 0` makes it conditional (CGDD): the noise is multiplied by a learned embedding
     of the requested label, as in conditional GANs, so one generator can produce any chosen class.
     """
 
     def __init__(self, latent_dim: int, image_shape, width: int = 128, num_classes: int = 0,
-                 mean=None, std=None):
+                 mean=None, std=None, output: str = "sigmoid"):
         super().__init__()
         channels, height, width_px = image_shape
         self.latent_dim, self.image_shape, self.num_classes = latent_dim, tuple(image_shape), num_classes
+        self.output = output
         self.init_size = ((height + 3) // 4, (width_px + 3) // 4)
         self.label_embedding = nn.Embedding(num_classes, latent_dim) if num_classes else None
         self.project = nn.Linear(latent_dim, width * self.init_size[0] * self.init_size[1])
@@ -34,7 +39,8 @@ class Generator(nn.Module):
             nn.Upsample(scale_factor=2),
             nn.Conv2d(width, width // 2, 3, padding=1), nn.BatchNorm2d(width // 2, eps=0.8),
             nn.LeakyReLU(0.2),
-            nn.Conv2d(width // 2, channels, 3, padding=1), nn.Sigmoid(),
+            nn.Conv2d(width // 2, channels, 3, padding=1),
+            *((nn.Sigmoid(),) if output == "sigmoid" else (nn.Tanh(), nn.BatchNorm2d(channels, affine=False))),
         )
         self.register_buffer("mean", torch.tensor(mean or [0.0] * channels).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std or [1.0] * channels).view(1, -1, 1, 1))
@@ -46,7 +52,7 @@ class Generator(nn.Module):
         x = self.body(x)
         if x.shape[-2:] != self.image_shape[1:]:  # sizes that are not a multiple of 4
             x = F.interpolate(x, size=self.image_shape[1:], mode="bilinear", align_corners=False)
-        return (x - self.mean) / self.std
+        return (x - self.mean) / self.std if self.output == "sigmoid" else x
 
     def sample(self, n: int, generator: torch.Generator | None = None, device="cpu"):
         """n fresh inputs (with their labels for a conditional generator, else None)."""
@@ -61,7 +67,8 @@ def load_generators(path) -> list[Generator]:
     state = torch.load(path, map_location="cpu", weights_only=True)
     generators = []
     for weights in state["state_dicts"]:
-        g = Generator(state["latent_dim"], state["image_shape"], state["width"], state["num_classes"])
+        g = Generator(state["latent_dim"], state["image_shape"], state["width"], state["num_classes"],
+                      output=state.get("output", "sigmoid"))
         # mean and std are buffers, restored by load_state_dict
         g.load_state_dict(weights)
         generators.append(g)

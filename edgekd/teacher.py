@@ -11,6 +11,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.fx
@@ -257,23 +258,43 @@ def _bn_stats(gm, node) -> tuple[torch.Tensor, torch.Tensor]:
     return _attr(gm, node.args[3]), _attr(gm, node.args[4])
 
 
-class _Capture(torch.fx.Interpreter):
-    """Runs the graph and keeps the values of the nodes in `watch`."""
+def _graph_returning(gm: torch.fx.GraphModule, extra: list) -> torch.fx.GraphModule:
+    """A copy of the graph whose forward returns (logits, *values of the `extra` nodes).
 
-    def __init__(self, gm, watch):
-        super().__init__(gm, garbage_collect_values=False)
-        self.watch = watch
+    Rewritten once at load, so the hot path is one plain forward: no Interpreter stepping node
+    by node, and only the intermediates asked for stay alive."""
+    graph, env = torch.fx.Graph(), {}
+    for node in gm.graph.nodes:
+        if node.op == "output":
+            leaves = [a for a in torch.utils._pytree.tree_leaves(node.args[0])]
+            if len(leaves) != 1 or not isinstance(leaves[0], torch.fx.Node):
+                raise EdgekdError(f"the teacher returns {len(leaves)} values; edgekd needs a model that "
+                                  "returns one tensor of logits")
+            graph.output((env[leaves[0]], *(env[n] for n in extra)))
+        else:
+            env[node] = graph.node_copy(node, lambda n: env[n])
+    return torch.fx.GraphModule(gm, graph)
 
-    def capture(self, x):
-        self.seen = {}
-        out = self.run(x)
-        return out, [self.seen.get(n) for n in self.watch]
 
-    def run_node(self, n):
-        value = super().run_node(n)
-        if n in self.watch:
-            self.seen[n] = value
-        return value
+def _stage_nodes(gm: torch.fx.GraphModule, example: torch.Tensor) -> list:
+    """The last node at each spatial size of 2 px or more (in graph order): the output of each
+    resolution stage, whose attention maps feature-map distillation compares."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    ShapeProp(gm).propagate(example)
+    last, order = {}, {}
+    for i, node in enumerate(gm.graph.nodes):
+        shape = getattr(node.meta.get("tensor_meta"), "shape", None)
+        if node.op.startswith("call_") and shape is not None and len(shape) == 4 and min(shape[2:]) >= 2:
+            last[tuple(shape[2:])], order[node] = node, i
+    return sorted(last.values(), key=order.get)
+
+
+class TeacherOutput(NamedTuple):
+    logits: torch.Tensor
+    features: torch.Tensor | None  # penultimate features (input of the last linear layer)
+    bn_inputs: list  # input of each BatchNorm, when asked for
+    maps: list  # output of each resolution stage, when asked for
 
 
 @dataclass
@@ -288,16 +309,24 @@ class Teacher:
     bn_nodes: list = field(default_factory=list)  # the BatchNorm nodes of the graph
     feature_node: object = None  # input of the last linear layer
     feature_dim: int = 0
+    stage_nodes: list = field(default_factory=list)  # last node of each spatial size
     params: int = 0
     macs: int = 0
+    _graphs: dict = field(default_factory=dict, repr=False)  # (bn, maps) -> rewritten graph
 
     @property
     def bn_stats(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(running_mean, running_var) of each BatchNorm, read from the graph (so after .to())."""
         return [_bn_stats(self.graph, n) for n in self.bn_nodes]
 
+    @property
+    def stage_sizes(self) -> list[tuple[int, int]]:
+        """The spatial size of each stage_nodes output."""
+        return [tuple(n.meta["tensor_meta"].shape[2:]) for n in self.stage_nodes]
+
     def to(self, device):
         self.graph.to(device)
+        self._graphs.clear()  # rewritten graphs hold the buffers of before the move
         return self
 
     @property
@@ -307,33 +336,25 @@ class Teacher:
             {"bn"} if self.bn_nodes else set())
 
     def __call__(self, x):
-        return self.run(x)[0]
+        return self.run(x).logits
 
-    def run(self, x, with_bn: bool = False):
-        """Returns (logits, penultimate features or None, BN inputs (only if with_bn))."""
-        bn_inputs = [n.args[0] for n in self.bn_nodes] if with_bn else []
-        watch = [self.feature_node] * (self.feature_node is not None) + bn_inputs
-        capture = _Capture(self.graph, watch)
-
-        def one(xs):
-            out, seen = capture.capture(xs)
-            return (_single_tensor(out), *seen)
-
+    def run(self, x, bn: bool = False, maps: bool = False) -> TeacherOutput:
+        """Logits and penultimate features, plus the BatchNorm inputs and the stage feature maps
+        when asked for."""
+        key = (bn, maps)
+        if key not in self._graphs:
+            extra = ([self.feature_node] if self.feature_node is not None else []) + \
+                ([n.args[0] for n in self.bn_nodes] if bn else []) + (self.stage_nodes if maps else [])
+            self._graphs[key] = _graph_returning(self.graph, extra)
+        graph = self._graphs[key]
         if self.batch_one:
-            outs = torch.vmap(lambda xi: tuple(o.squeeze(0) for o in one(xi.unsqueeze(0))))(x)
+            outs = torch.vmap(lambda xi: tuple(o.squeeze(0) for o in graph(xi.unsqueeze(0))))(x)
         else:
-            outs = one(x)
+            outs = graph(x)
         logits, rest = outs[0], list(outs[1:])
         features = rest.pop(0).flatten(1) if self.feature_node is not None else None
-        return logits, features, rest
-
-
-def _single_tensor(out):
-    leaves = torch.utils._pytree.tree_leaves(out)
-    if len(leaves) != 1 or not isinstance(leaves[0], torch.Tensor):
-        raise EdgekdError(f"the teacher returns {len(leaves)} values; edgekd needs a model that "
-                          "returns one tensor of logits")
-    return leaves[0]
+        bn_inputs = rest[:len(self.bn_nodes)] if bn else []
+        return TeacherOutput(logits, features, bn_inputs, rest[len(bn_inputs):])
 
 
 def load_teacher(path, input_shape=None, arch=None, trust_pickle=False) -> Teacher:
@@ -365,6 +386,7 @@ def load_teacher(path, input_shape=None, arch=None, trust_pickle=False) -> Teach
         feature_node=_linear_input(linears[-1]) if linears else None,
         params=sum(p.numel() for p in gm.parameters()) + sum(b.numel() for b in gm.buffers()))
     teacher.num_classes, teacher.batch_one, teacher.feature_dim = _probe_forward(teacher)
+    teacher.stage_nodes = _stage_nodes(gm, torch.zeros(1 if teacher.batch_one else 2, *shape))
     teacher.macs = count_macs(teacher, shape)
     return teacher
 
@@ -374,14 +396,14 @@ def _probe_forward(teacher: Teacher) -> tuple[int, bool, int]:
     size of its penultimate features."""
     with torch.no_grad():
         try:
-            logits, features, _ = teacher.run(torch.zeros(2, *teacher.input_shape))
+            logits, features, *_ = teacher.run(torch.zeros(2, *teacher.input_shape))
             batch_one = False
         except EdgekdError:
             raise
         except Exception as e:  # noqa: BLE001
             try:
                 teacher.batch_one = batch_one = True
-                logits, features, _ = teacher.run(torch.zeros(1, *teacher.input_shape))
+                logits, features, *_ = teacher.run(torch.zeros(1, *teacher.input_shape))
             except EdgekdError:
                 raise
             except Exception:  # noqa: BLE001

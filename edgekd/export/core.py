@@ -26,7 +26,7 @@ def samples(source: Source, calib: str, n: int, seed: int, log, steps=calibratio
         return (calibration.from_generators(source.generators, n, source.to_pixels, seed),
                 "samples of the run's generator")
     log(f"synthesizing {n} samples from the model's BatchNorm statistics ...")
-    x = calibration.from_bn_statistics(source.model, n, source.to_model_space, source.to_pixels, seed, steps)
+    x = calibration.from_bn_statistics(source.model, n, source.to_model_space, seed, steps)
     return x, "synthesized from the model's BatchNorm statistics"
 
 

@@ -4,12 +4,12 @@ from ..registry import Registry
 
 METHODS = Registry("method")
 
-from . import bnstats, cgdd, dafl, ddad  # noqa: E402,F401  (each registers itself)
+from . import bnstats, cgdd, dafl, ddad, fast  # noqa: E402,F401  (each registers itself)
 
 # `--method auto` takes the first one the teacher's access allows, in the order of the MNIST
 # benchmark (README, "Benchmarks"). ddad and bnstats tie there within one seed's noise; bnstats
 # comes first because it has no adversarial term to tune.
-AUTO_ORDER = ["bnstats", "ddad", "dafl", "cgdd"]
+AUTO_ORDER = ["fast", "bnstats", "ddad", "dafl", "cgdd"]
 
 
 def usable_methods(access: set) -> list[str]:

@@ -1,4 +1,11 @@
-"""What every synthesis method shares: generators, optimizers, losses and sampling."""
+"""What every synthesis method shares: generators, optimizers, losses, and the student's step.
+
+A method has two halves. `generator_step` is its synthesis: one update of its generator(s) that
+returns the batch the teacher judged (a `Synthesis`). `student_loss` is what its student minimises
+on a batch, from the pool or fresh from the generators. The training loop in distill.py joins them.
+"""
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -9,23 +16,50 @@ from ..generators import Generator
 COMMON_DEFAULTS = {
     # Sized for a 2-core CPU: DAFL's 128-wide generator at batch 512 takes seconds per step there;
     # recipes restore the papers' GPU settings.
-    "batch_size": 128,
+    "batch_size": 128,  # synthesis batch (one generator update)
     "latent_dim": 100,
     "generator_width": 32,
+    "generator_output": "sigmoid",  # sigmoid (images in [0, 1]) | tanh_bn (DAFL's standardised output)
     "num_generators": 1,
     "lr_generator": 1e-3,
     "lr_student": 3e-3,
     "student_optimizer": "adam",  # adam | sgd (momentum 0.9)
     "weight_decay": 0.0,
-    # Fractions of the budget (iterations or time) where the student's lr is multiplied by
-    # lr_gamma; generators keep theirs, as in DAFL's code, since they must keep tracking the student.
+    # The student's learning rate over its training: "cosine" decays to zero; "step" multiplies
+    # it by lr_gamma at each of lr_milestones (fractions of the student's share of the budget).
+    # Generators keep theirs, as in DAFL's code, since they must keep tracking the student.
+    "lr_schedule": "step",
     "lr_milestones": [0.4, 0.8],
     "lr_gamma": 0.1,
     "temperature": 1.0,
-    # Extra student updates per iteration, each on a fresh batch from the (fixed) generator: on a
-    # CPU the generator's backward pass dominates, and inference-only batches are ~4x cheaper.
+    # Student updates per generator update. On a CPU the generator's pass through the teacher's
+    # backward dominates, and a student step on pooled images costs a fraction of it.
     "student_steps": 5,
+    "student_batch_size": 128,
+    # The synthetic data pool (edgekd/pool.py): every synthesized batch is kept, up to pool_size
+    # images (oldest evicted first), and student steps draw augmented batches from it.
+    # 0 streams instead: each student step sees a fresh generator batch once.
+    "pool_size": 50000,
+    "augment_crop": 4,  # random crop after padding by this many pixels (0: off)
+    "augment_flip": True,  # horizontal flip; off for teachers where a flip changes the class (digits)
+    # Teacher logits for a pooled image: "cached" (computed once, when the image was made) or
+    # "view" (the teacher run again on each augmented view).
+    "pool_logits": "cached",
+    # Schedule, as fractions of the budget: generators train alone until synthesis_only (the
+    # student waits for a pool worth learning from), and stop training at synthesis_until (the
+    # frozen generators then only sample, as in Luo et al.'s two-stage schedule).
+    "synthesis_only": 0.0,
+    "synthesis_until": 1.0,
 }
+
+
+@dataclass
+class Synthesis:
+    """The batch a generator step made, as the teacher saw it."""
+    x: torch.Tensor  # model inputs (normalised)
+    logits: torch.Tensor | None  # the teacher's on x; None: not computed on x itself
+    labels: torch.Tensor | None = None  # requested classes, for conditional generators
+    losses: dict = field(default_factory=dict)
 
 
 def kd_loss(student_logits, teacher_logits, temperature: float = 1.0):
@@ -41,45 +75,60 @@ def negative_entropy_of_mean(logits):
     return (p * torch.log10(p + 1e-12)).sum()
 
 
-def bn_statistics_loss(bn_inputs, bn_stats):
-    """Distance between the batch statistics of each BatchNorm input and its running statistics."""
+def batch_statistics(bn_inputs):
+    """Per-channel (mean, biased variance) of each BatchNorm input over batch and space."""
+    stats = []
+    for x in bn_inputs:
+        flat = x.transpose(0, 1).reshape(x.shape[1], -1) if x.dim() > 2 else x.t()
+        var, mean = torch.var_mean(flat, 1, unbiased=False)
+        stats.append((mean, var))
+    return stats
+
+
+def bn_statistics_loss(batch_stats, bn_stats, first_weight: float = 1.0):
+    """DeepInversion's distance (Yin et al. 2020): ||mean - running_mean||_2 + ||var - running_var||_2
+    per BatchNorm, averaged over the layers, the first one weighted `first_weight` times (their
+    first_bn_multiplier: the first layer's statistics set the colours and edges of the images)."""
     loss = 0.0
-    for x, (mean, var) in zip(bn_inputs, bn_stats):
-        dims = [0] + list(range(2, x.dim()))
-        loss = loss + torch.norm(x.mean(dims) - mean, 2) + torch.norm(x.var(dims, unbiased=False) - var, 2)
-    return loss / max(len(bn_inputs), 1)
+    for i, ((mean, var), (r_mean, r_var)) in enumerate(zip(batch_stats, bn_stats)):
+        loss = loss + (first_weight if i == 0 else 1.0) * (torch.norm(mean - r_mean, 2) + torch.norm(var - r_var, 2))
+    return loss / max(len(batch_stats), 1)
 
 
 def discrepancy(student_logits, teacher_logits):
-    """L1 distance between the two models' class probabilities: the adversarial signal. DFAD
-    compares raw logits, which a generator can inflate without bound; probabilities keep it in
-    [0, 2] per sample."""
-    return (F.softmax(student_logits, 1) - F.softmax(teacher_logits, 1)).abs().sum(1).mean()
+    """Mean absolute difference of the two models' logits (DFAD's and DDAD's adversarial
+    discrepancy): the generator maximises it, the student minimises it."""
+    return (student_logits - teacher_logits).abs().mean()
 
 
 class Method:
-    """One data-free distillation method. `step` runs one iteration: generator update(s) and
-    student update(s) on the synthetic batch. Subclasses set `needs` (what teacher access they
-    require: 'features' and/or 'bn'), `defaults` (their paper's settings) and `conditional`."""
+    """One data-free distillation method. Subclasses set `needs` (what teacher access they
+    require beyond logits: "bn", "features"), `defaults` (their paper's settings) and
+    `conditional` (generators take a class label), and implement `generator_step`."""
 
-    name = ""
     needs: set = set()
     defaults: dict = {}
     conditional = False
+    # What edgekd adds to the paper's method; `edgekd methods` lists it. The pool is one for
+    # every method but fast (pool_size=0 removes it).
+    additions = "the synthetic data pool"
+    # What the student's loss reads from the teacher beyond logits: with any of these, pooled
+    # images are run through the teacher again instead of using cached logits.
+    student_needs: set = set()  # "features", "maps"
 
     def __init__(self, teacher, student, settings: dict, device, mean=None, std=None):
         self.teacher, self.student, self.s, self.device = teacher, student, settings, device
         c = settings
         self.generators = nn.ModuleList(
             Generator(c["latent_dim"], teacher.input_shape, c["generator_width"],
-                      teacher.num_classes if self.conditional else 0, mean, std)
+                      teacher.num_classes if self.conditional else 0, mean, std, c["generator_output"])
             for _ in range(c["num_generators"])).to(device)
         self.extra = nn.ModuleDict(self.extra_modules()).to(device)  # trained with the student
-        self.opt_g = torch.optim.Adam(self.generators.parameters(), lr=c["lr_generator"], betas=(0.5, 0.999))
+        self.opt_g = torch.optim.Adam(self.generators.parameters(), lr=self.generator_lr(), betas=(0.5, 0.999))
         student_params = list(student.parameters()) + list(self.extra.parameters())
         if c["student_optimizer"] == "sgd":
             self.opt_s = torch.optim.SGD(student_params, lr=c["lr_student"], momentum=0.9,
-                                         weight_decay=c["weight_decay"])
+                                         weight_decay=c["weight_decay"], nesterov=True)
         else:
             self.opt_s = torch.optim.Adam(student_params, lr=c["lr_student"], weight_decay=c["weight_decay"])
         self.base_lrs = {opt: [g["lr"] for g in opt.param_groups] for opt in (self.opt_g, self.opt_s)}
@@ -87,38 +136,48 @@ class Method:
     def extra_modules(self) -> dict:
         return {}
 
-    def step(self, iteration: int) -> dict:
+    def generator_lr(self) -> float:
+        return self.s["lr_generator"]
+
+    def generator_step(self, iteration: int, student_training: bool) -> Synthesis:
+        """One update of the generator(s); `student_training` says whether the student has begun
+        (adversarial terms wait for a student worth fooling)."""
         raise NotImplementedError
+
+    def update_generators(self, loss):
+        """One optimizer step on the generators' objective; returns it (logged as "generator")."""
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        return loss.detach()
+
+    @torch.no_grad()
+    def frozen_step(self, iteration: int) -> Synthesis:
+        """A fresh batch from the generators without training them (after synthesis_until)."""
+        x, labels = self.generate(iteration)
+        return Synthesis(x, self.teacher(x), labels)
 
     def set_lr_scale(self, generator: float, student: float):
         for opt, scale in ((self.opt_g, generator), (self.opt_s, student)):
             for group, lr in zip(opt.param_groups, self.base_lrs[opt]):
                 group["lr"] = lr * scale
 
-    def generate(self, iteration: int):
-        """A training batch from the generator whose turn it is (round robin over the ensemble)."""
+    def generate(self, iteration: int, n: int | None = None):
+        """A batch from the generator whose turn it is (round robin over the ensemble)."""
         gen = self.generators[iteration % len(self.generators)]
-        return gen.sample(self.s["batch_size"], device=self.device)
+        return gen.sample(n or self.s["batch_size"], device=self.device)
 
-    def train_student(self, iteration, x, teacher_logits, teacher_features):
-        """The student's updates of one iteration: one on the generator's batch, then
-        `student_steps - 1` on fresh batches. Returns the losses of the first."""
-        first = self.student_update(x.detach(), teacher_logits.detach(),
-                                    None if teacher_features is None else teacher_features.detach())
-        for _ in range(self.s["student_steps"] - 1):
-            with torch.no_grad():
-                x, _ = self.generate(iteration)
-                t_logits, t_features, _ = self.teacher.run(x)
-            self.student_update(x, t_logits, t_features)
-        return first
+    def student_loss(self, x, teacher_out, labels) -> tuple[torch.Tensor, dict]:
+        """The student's objective on a batch: KD on logits (methods with more terms override it)."""
+        loss = kd_loss(self.student(x), teacher_out.logits, self.s["temperature"])
+        return loss, {"kd": loss}
 
-    def student_update(self, x, teacher_logits, teacher_features=None) -> dict:
-        """One student step: KD on logits (methods with feature terms override this)."""
-        loss = kd_loss(self.student(x), teacher_logits, self.s["temperature"])
+    def student_step(self, x, teacher_out, labels) -> dict:
+        loss, parts = self.student_loss(x, teacher_out, labels)
         self.opt_s.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_s.step()
-        return {"kd": loss.item()}
+        return parts
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, batch: int = 256):

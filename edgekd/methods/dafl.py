@@ -4,7 +4,7 @@ and with balanced classes over the batch; the student distils the teacher on tho
 import torch.nn.functional as F
 
 from . import METHODS
-from .base import Method, negative_entropy_of_mean
+from .base import Method, Synthesis, negative_entropy_of_mean
 
 
 @METHODS.register("dafl")
@@ -14,16 +14,13 @@ class DAFL(Method):
     # CPU-sized batch of the common defaults. recipes/dafl-*.yaml restore every published setting.
     defaults = {"lr_generator": 1e-2, "w_onehot": 1.0, "w_entropy": 5.0, "w_activation": 0.1}
 
-    def step(self, iteration):
+    def generator_step(self, iteration, student_training):
         x, _ = self.generate(iteration)
-        t_logits, t_features, _ = self.teacher.run(x)
-        loss_onehot = F.cross_entropy(t_logits, t_logits.argmax(1))
-        loss_activation = -t_features.abs().mean()
-        loss_entropy = negative_entropy_of_mean(t_logits)
-        loss_g = (self.s["w_onehot"] * loss_onehot + self.s["w_entropy"] * loss_entropy
-                  + self.s["w_activation"] * loss_activation)
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
-        return {"onehot": loss_onehot.item(), "entropy": loss_entropy.item(),
-                "activation": loss_activation.item(), **self.train_student(iteration, x, t_logits, None)}
+        out = self.teacher.run(x)
+        losses = {"onehot": F.cross_entropy(out.logits, out.logits.argmax(1)),
+                  "entropy": negative_entropy_of_mean(out.logits),
+                  "activation": -out.features.abs().mean()}
+        loss_g = (self.s["w_onehot"] * losses["onehot"] + self.s["w_entropy"] * losses["entropy"]
+                  + self.s["w_activation"] * losses["activation"])
+        losses["generator"] = self.update_generators(loss_g)
+        return Synthesis(x.detach(), out.logits.detach(), None, losses)

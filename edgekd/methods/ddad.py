@@ -1,25 +1,26 @@
-"""DDAD, Dual Discriminator Adversarial Distillation (Zhao et al.): the teacher judges the
+"""DDAD, Dual Discriminator Adversarial Distillation (Zhao et al. 2021): the teacher judges the
 generator twice, through its BatchNorm statistics (inputs must look like its training data) and,
-with the student, through an adversarial term (inputs where the two disagree most). The student
-then minimises that disagreement."""
+with the student, through an adversarial discrepancy (inputs where the two disagree most). The
+student minimises that same discrepancy: the paper's minimax."""
 from . import METHODS
-from .base import Method, bn_statistics_loss, discrepancy, negative_entropy_of_mean
+from .base import Method, Synthesis, batch_statistics, bn_statistics_loss, discrepancy
 
 
 @METHODS.register("ddad")
 class DDAD(Method):
     needs = {"bn"}
-    defaults = {"lr_generator": 1e-2, "w_bn": 1.0, "w_adv": 1.0, "w_entropy": 5.0}
+    defaults = {"lr_generator": 1e-2, "w_bn": 1.0, "w_first_bn": 1.0, "w_adv": 1.0}
 
-    def step(self, iteration):
+    def generator_step(self, iteration, student_training):
         x, _ = self.generate(iteration)
-        t_logits, _, bn_inputs = self.teacher.run(x, with_bn=True)
-        loss_bn = bn_statistics_loss(bn_inputs, self.teacher.bn_stats)
-        loss_adv = -discrepancy(self.student(x), t_logits)
-        loss_entropy = negative_entropy_of_mean(t_logits)
-        loss_g = self.s["w_bn"] * loss_bn + self.s["w_adv"] * loss_adv + self.s["w_entropy"] * loss_entropy
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
-        return {"bn": loss_bn.item(), "adv": -loss_adv.item(), "entropy": loss_entropy.item(),
-                **self.train_student(iteration, x, t_logits, None)}
+        out = self.teacher.run(x, bn=True)
+        losses = {"bn": bn_statistics_loss(batch_statistics(out.bn_inputs), self.teacher.bn_stats,
+                                           self.s["w_first_bn"]),
+                  "adv": discrepancy(self.student(x), out.logits)}
+        losses["generator"] = self.update_generators(
+            self.s["w_bn"] * losses["bn"] - self.s["w_adv"] * losses["adv"])
+        return Synthesis(x.detach(), out.logits.detach(), None, losses)
+
+    def student_loss(self, x, teacher_out, labels):
+        loss = discrepancy(self.student(x), teacher_out.logits)
+        return loss, {"discrepancy": loss}

@@ -1,0 +1,171 @@
+"""Time to accuracy: every distillation method on the same teacher and student for the same
+training time on this machine, with the student's top-1 on real test data as training goes.
+
+    python benchmarks/time_to_accuracy.py cifar10 [--minutes 40] [--methods fast,bnstats] [--threads N]
+    python benchmarks/time_to_accuracy.py mnist [--minutes 40]
+    python benchmarks/time_to_accuracy.py mnist-nobn [--minutes 10]
+
+Cases (teachers made from ../shared, or $EDGEKD_DATA, into a temporary folder):
+  cifar10     CIFAR-10 ResNet-56 (akamaster weights, 93.39 %) as a .pt2 -> resnet20
+  mnist       edgekd's embedded MNIST LeNet-5 (with BatchNorm) -> lenet5_half; the first row is
+              DAFL with its published settings (recipes/dafl-mnist-lenet5.yaml), the baseline
+  mnist-nobn  the advertorch MNIST LeNet-5 (no BatchNorm, 98.89 %) -> lenet5_half
+Every method runs `edgekd distill` with its defaults (nothing tuned per case) and is evaluated
+on the full test set after every minute of training (evaluations are not counted as training
+time). Prints top-1 at 5 / 10 / 20 / 40 minutes (those within --minutes) and writes the curves
+to benchmarks/results/time_to_accuracy_<case>.json and a plot next to it.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from edgekd.fileio import write_bytes, write_json
+from edgekd.students import create_student
+from edgekd.teacher import save_export
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("EDGEKD_DATA", ROOT.parent / "shared"))
+MARKS = (5, 10, 20, 40, 60)
+CIFAR_MEAN, CIFAR_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+class AdvertorchLeNet5(nn.Module):
+    """The shared MNIST teacher's architecture: two conv + max-pool stages, two linear layers, no BatchNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 32, 3, padding=1), nn.Conv2d(32, 64, 3, padding=1)
+        self.linear1, self.linear2 = nn.Linear(7 * 7 * 64, 200), nn.Linear(200, 10)
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)
+        return self.linear2(torch.relu(self.linear1(x.flatten(1))))
+
+
+def cifar10_teacher(folder: Path) -> Path:
+    state = torch.load(DATA / "teachers/cifar10-resnet-akamaster/resnet56-4bfd9763.th", map_location="cpu",
+                       weights_only=True)["state_dict"]
+    model = create_student("resnet56", 3, 10, (32, 32))
+    model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+    save_export(model, (3, 32, 32), folder / "resnet56.pt2", {"mean": CIFAR_MEAN, "std": CIFAR_STD})
+    return folder / "resnet56.pt2"
+
+
+def mnist_nobn_teacher(folder: Path) -> Path:
+    model = AdvertorchLeNet5()
+    model.load_state_dict(torch.load(DATA / "teachers/mnist-lenet5-advertorch/mnist_lenet5_clntrained.pt",
+                                     map_location="cpu", weights_only=True))
+    save_export(model, (1, 28, 28), folder / "lenet5_advertorch.pt2")
+    return folder / "lenet5_advertorch.pt2"
+
+
+CASES = {  # name: (teacher maker, student, eval data, rows of (label, extra distill arguments))
+    "cifar10": (cifar10_teacher, "resnet20", "datasets/cifar10",
+                [(m, ["--method", m]) for m in ("fast", "bnstats", "ddad", "dafl", "cgdd")]),
+    "mnist": (lambda folder: ROOT / "edgekd/assets/mnist_lenet5.pt2", "lenet5_half", "datasets/mnist",
+              [("dafl (published settings)", ["--recipe", str(ROOT / "recipes/dafl-mnist-lenet5.yaml")])]
+              + [(m, ["--method", m]) for m in ("fast", "bnstats", "ddad", "dafl", "cgdd")]),
+    "mnist-nobn": (mnist_nobn_teacher, "lenet5_half", "datasets/mnist",
+                   [("auto", ["--method", "auto"])] + [(m, ["--method", m]) for m in ("dafl", "cgdd")]),
+}
+
+
+def curve(run: Path) -> list[dict]:
+    """(minutes of training, top-1) after each evaluation; the last one is the final, full-set one."""
+    points = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((run / "summary.json").read_text())
+    out = [{"minutes": round(p["seconds"] / 60, 2), "top1": p["student_top1"]} for p in points]
+    out[-1]["top1"] = summary["student_top1"]
+    return out
+
+
+def at_mark(points: list[dict], minutes: float) -> float | None:
+    """Top-1 at the first evaluation made once `minutes` of training were done."""
+    after = [p for p in points if p["minutes"] >= minutes - 0.01]
+    return after[0]["top1"] if after else None
+
+
+def plot(results, title: str, path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for r in results:
+        ax.plot([0] + [p["minutes"] for p in r["curve"]], [None] + [p["top1"] for p in r["curve"]],
+                marker=".", label=r["method"])
+    ax.set_xlabel("minutes of training")
+    ax.set_ylabel("student top-1 % (test set)")
+    ax.set_title(title, loc="left", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    write_bytes(path, tmp.read_bytes())
+    tmp.unlink()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("case", choices=sorted(CASES))
+    ap.add_argument("--minutes", type=float, default=40.0, help="training time per method")
+    ap.add_argument("--methods", help="comma-separated row labels to run (default: all)")
+    ap.add_argument("--threads", type=int, help="CPU threads per run (default: torch's, all cores)")
+    ap.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/time_to_accuracy_<case>.json)")
+    args = ap.parse_args()
+    make_teacher, student, data, rows = CASES[args.case]
+    if args.methods:
+        rows = [r for r in rows if r[0] in args.methods.split(",")]
+    out = args.out or ROOT / "benchmarks" / "results" / f"time_to_accuracy_{args.case}.json"
+    work = Path(tempfile.mkdtemp(prefix="edgekd-tta-"))
+    teacher = make_teacher(work)
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
+    results = []
+    for label, extra in rows:
+        run = work / label.replace(" ", "_").replace("(", "").replace(")", "")
+        cmd = [sys.executable, "-m", "edgekd.cli", "distill", str(teacher), *extra, "--student", student,
+               "--time-budget", str(args.minutes), "--eval-data", str(DATA / data), "--eval-every", "1min",
+               "--out", str(run), "--no-progress"]
+        print("$ edgekd", " ".join(cmd[3:]), flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+        summary = json.loads((run / "summary.json").read_text())
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        results.append({"method": label, "resolved_method": summary["method"], "iterations": summary["iterations"],
+                        "teacher_top1": summary["teacher_top1"], "curve": curve(run),
+                        "settings": config["settings"]})
+    marks = [m for m in MARKS if m <= args.minutes] or [args.minutes]
+    table = Table(title=f"{args.case}: {teacher.name} -> {student}, top-1 % after N minutes of training, "
+                        f"{args.threads or torch.get_num_threads()} threads")
+    table.add_column("method")
+    for m in marks:
+        table.add_column(f"{m:g} min", justify="right")
+    for r in results:
+        table.add_row(r["method"], *(f"{v:.2f}" if (v := at_mark(r["curve"], m)) is not None else "-" for m in marks))
+    Console(width=140).print(table)
+    write_json(out, {"date": datetime.date.today().isoformat(), "command": " ".join(["python", *sys.argv]),
+                     "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                     "threads": args.threads or torch.get_num_threads(), "case": args.case,
+                     "teacher": teacher.name, "student": student, "minutes": args.minutes,
+                     "teacher_top1": results[0]["teacher_top1"] if results else None,
+                     "rows": [{k: v for k, v in r.items() if k != "teacher_top1"} for r in results]})
+    plot(results, f"{args.case}: {teacher.name} -> {student} ({args.threads or torch.get_num_threads()} threads)",
+         out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()

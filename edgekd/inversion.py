@@ -1,0 +1,45 @@
+"""Inputs made from a model alone, by optimising pixels (no generator, no data).
+
+Each batch starts as uniform noise in [0, 1] and is optimised so that every BatchNorm input's
+batch statistics match the running statistics stored in the layer (ZeroQ, Cai et al. 2020), and,
+with `class_targets`, so that the model puts each sample in a preset class (classes spread evenly
+over the samples). Export calibration uses the first; distillation's fidelity probe set, which
+must not depend on any method's generator, uses both.
+"""
+import torch
+import torch.nn.functional as F
+
+BATCH = 64  # statistics are matched per batch of this size
+
+
+def invert(model, n: int, to_model, seed: int, steps: int, class_targets: bool = False,
+           progress=None) -> torch.Tensor:
+    """n images in [0, 1] for `model`, an edgekd Teacher (its BatchNorm nodes are known);
+    `to_model` maps [0, 1] images to the model's inputs (normalisation)."""
+    stats = [(m.detach(), v.detach()) for m, v in model.bn_stats]
+    device = stats[0][0].device if stats else next(iter(model.graph.parameters())).device
+    rng = torch.Generator().manual_seed(seed)
+    targets = torch.arange(n) % model.num_classes
+    batches = []
+    for start in range(0, n, BATCH):
+        size = min(BATCH, n - start)
+        # Statistics need a batch; a lone last sample is synthesized with a partner and dropped.
+        x = torch.rand(max(size, 2), *model.input_shape, generator=rng).to(device).requires_grad_(True)
+        y = targets[start:start + max(size, 2)].to(device)
+        opt = torch.optim.Adam([x], lr=0.05)
+        for step in range(steps):
+            out = model.run(to_model(x), bn=bool(stats))
+            loss = F.cross_entropy(out.logits, y[:len(x)]) if class_targets else 0.0
+            for h, (mean, var) in zip(out.bn_inputs, stats):
+                dims = [0] + list(range(2, h.dim()))
+                loss = loss + ((h.mean(dims) - mean) ** 2).mean() + \
+                    ((h.var(dims, unbiased=False).add(1e-5).sqrt() - var.add(1e-5).sqrt()) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                x.clamp_(0, 1)
+            if progress:
+                progress(start // BATCH * steps + step + 1, -(-n // BATCH) * steps)
+        batches.append(x.detach()[:size])
+    return torch.cat(batches)

@@ -1,0 +1,90 @@
+"""The synthetic data pool: bounded with first-in-first-out eviction, stored as uint8, persisted in
+the run directory and carried across --resume, and off with pool_size=0."""
+import json
+import subprocess
+import sys
+
+import torch
+
+from edgekd.pool import Pool, augment
+
+QUICK = ["--set", "batch_size=16", "--set", "student_steps=2", "--set", "student_batch_size=16", "--no-progress"]
+
+
+def edgekd(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "edgekd.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def batch(first: int, n: int = 4):
+    """n 1x2x2 images whose pixels encode their insertion index, with logits voting for class index % 3."""
+    index = torch.arange(first, first + n)
+    pixels = (index.float() / 255).view(n, 1, 1, 1).expand(n, 1, 2, 2)
+    return pixels, torch.nn.functional.one_hot(index % 3, 3).float() * 5, index % 3
+
+
+def held(pool: Pool) -> list[int]:
+    return sorted(pool.images[:len(pool), 0, 0, 0].tolist())
+
+
+def test_pool_is_bounded_and_evicts_the_oldest_first():
+    pool = Pool(10, (1, 2, 2), 3)
+    for first in range(0, 16, 4):
+        pool.add(*batch(first))
+    assert len(pool) == 10 and pool.added == 16
+    assert held(pool) == list(range(6, 16))  # 0..5 were the oldest
+    assert pool.images.dtype == torch.uint8
+    assert pool.class_histogram() == [4, 3, 3]  # argmax of the cached logits of 6..15 (index % 3)
+    pixels, logits, labels = pool.sample(64)
+    assert pixels.shape == (64, 1, 2, 2) and 0 <= pixels.min() and pixels.max() <= 1
+    assert torch.equal(logits.argmax(1), labels)  # each sample keeps its own logits and label
+
+
+def test_pool_state_round_trips():
+    pool = Pool(10, (1, 2, 2), 3)
+    for first in range(0, 12, 4):
+        pool.add(*batch(first))
+    restored = Pool(10, (1, 2, 2), 3)
+    restored.load_state_dict(pool.state_dict())
+    restored.add(*batch(12))  # eviction continues where it stopped
+    pool.add(*batch(12))
+    assert held(restored) == held(pool) == list(range(6, 16))
+    assert torch.equal(restored.logits, pool.logits) and restored.added == pool.added
+
+
+def test_augment_shifts_and_flips_per_sample():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float).view(2, 3, 8, 8)
+    assert torch.equal(augment(x, 0, False), x)
+    flipped = augment(x.repeat(64, 1, 1, 1), 0, True)
+    mirrored = [torch.equal(f, x[i % 2].flip(2)) for i, f in enumerate(flipped)]
+    assert 10 < sum(mirrored) < 118  # about half, drawn per sample
+    cropped = augment(x, 2, False, torch.Generator().manual_seed(1))
+    assert cropped.shape == x.shape and not torch.equal(cropped, x)
+
+
+def test_pool_is_written_bounded_and_resumed(tmp_path):
+    out = tmp_path / "run"
+    result = edgekd("distill", "--method", "bnstats", "--iterations", 10, "--eval-every", 5, "--out", out,
+                    "--set", "pool_size=100", *QUICK)
+    assert result.returncode == 0, result.stderr
+    state = torch.load(out / "pool.pt", weights_only=True)
+    assert state["added"] == 160 and state["images"].shape == (100, 1, 28, 28)
+    assert state["images"].dtype == torch.uint8
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["pool_size"] for m in metrics] == [80, 100]
+    assert sum(metrics[-1]["pool_classes"]) == 100 and len(metrics[-1]["pool_classes"]) == 10
+    assert json.loads((out / "summary.json").read_text())["pool_size"] == 100
+
+    result = edgekd("distill", "--resume", out, "--iterations", 15, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "100 pooled images" in " ".join(result.stdout.split())
+    assert torch.load(out / "pool.pt", weights_only=True)["added"] == 240  # continued, not restarted
+
+
+def test_pool_size_zero_streams(tmp_path):
+    out = tmp_path / "run"
+    result = edgekd("distill", "--method", "bnstats", "--iterations", 4, "--out", out, "--set", "pool_size=0", *QUICK)
+    assert result.returncode == 0, result.stderr
+    assert not (out / "pool.pt").exists()
+    assert "pool_size" not in json.loads((out / "summary.json").read_text())
+    assert "pool_size" not in json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])

@@ -327,7 +327,7 @@ def finalise(out: Path, student, method, config):
     gen = method.generators[0]
     torch_save(out / "generator.pt", {"latent_dim": gen.latent_dim, "width": gen.width,
                                       "image_shape": list(gen.image_shape), "num_classes": gen.num_classes,
-                                      "state_dicts": [g.cpu().state_dict() for g in method.generators]})
+                                      "output": gen.output, "state_dicts": [g.cpu().state_dict() for g in method.generators]})
 
 
 def keep_metrics_until(path: Path, iteration: int):

@@ -38,8 +38,11 @@ COMMON_DEFAULTS = {
     "student_batch_size": 128,
     # The synthetic data pool (edgekd/pool.py): every synthesized batch is kept, up to pool_size
     # images (oldest evicted first), and student steps draw augmented batches from it.
-    # 0 streams instead: each student step sees a fresh generator batch once.
-    "pool_size": 50000,
+    # 0 streams instead: each student step sees a fresh generator batch once. Streaming is the
+    # seed methods' default because it measured better within minutes (README, "The synthetic
+    # data pool"): a generator early in training fills the pool with images it has since
+    # learnt to improve on. fast, built around the pool, keeps one.
+    "pool_size": 0,
     "augment_crop": 4,  # random crop after padding by this many pixels (0: off)
     "augment_flip": True,  # horizontal flip; off for teachers where a flip changes the class (digits)
     # Teacher logits for a pooled image: "cached" (computed once, when the image was made) or
@@ -109,9 +112,8 @@ class Method:
     needs: set = set()
     defaults: dict = {}
     conditional = False
-    # What edgekd adds to the paper's method; `edgekd methods` lists it. The pool is one for
-    # every method but fast (pool_size=0 removes it).
-    additions = "the synthetic data pool"
+    # What edgekd adds to the paper's method; `edgekd methods` lists it.
+    additions = "the synthetic data pool, off by default (--set pool_size=N)"
     # What the student's loss reads from the teacher beyond logits: with any of these, pooled
     # images are run through the teacher again instead of using cached logits.
     student_needs: set = set()  # "features", "maps"
@@ -178,16 +180,6 @@ class Method:
         loss.backward()
         self.opt_s.step()
         return parts
-
-    @torch.no_grad()
-    def sample(self, n: int, seed: int = 0, batch: int = 256):
-        """n synthetic inputs drawn from all generators in turn (held-out: fresh noise)."""
-        rng = torch.Generator().manual_seed(seed)
-        out = []
-        for i, start in enumerate(range(0, n, batch)):
-            gen = self.generators[i % len(self.generators)]
-            out.append(gen.sample(min(batch, n - start), rng, self.device)[0])
-        return torch.cat(out)
 
     def state_dict(self) -> dict:
         return {"generators": self.generators.state_dict(), "extra": self.extra.state_dict(),

@@ -28,8 +28,10 @@ class Fast(Method):
         "inner_steps": 2, "lr_generator": 1e-2, "lr_latent": 0.015, "latent_dim": 256, "batch_size": 64,
         "w_bn": 1.0, "w_first_bn": 10.0, "w_onehot": 1.0, "w_adv": 1.0, "bn_momentum": 0.9,
         "student_optimizer": "sgd", "lr_student": 0.1, "weight_decay": 5e-4, "lr_schedule": "cosine",
-        "temperature": 4.0, "synthesis_only": 0.4, "student_steps": 20,
+        "temperature": 4.0, "synthesis_only": 0.4, "student_steps": 20, "pool_size": 50000,
     }
+
+    additions = "the first BatchNorm's statistics weighted w_first_bn times (DeepInversion's multiplier)"
 
     def __init__(self, teacher, student, settings, device, mean=None, std=None):
         super().__init__(teacher, student, settings, device, mean, std)

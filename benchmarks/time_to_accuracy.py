@@ -74,10 +74,10 @@ def mnist_nobn_teacher(folder: Path) -> Path:
 
 CASES = {  # name: (teacher maker, student, eval data, rows of (label, extra distill arguments))
     "cifar10": (cifar10_teacher, "resnet20", "datasets/cifar10",
-                [(m, ["--method", m]) for m in ("fast", "bnstats", "ddad", "dafl", "cgdd")]),
+                [(m, ["--method", m]) for m in ("condbn", "fast", "bnstats", "ddad", "dafl", "cgdd")]),
     "mnist": (lambda folder: ROOT / "edgekd/assets/mnist_lenet5.pt2", "lenet5_half", "datasets/mnist",
               [("dafl (published settings)", ["--recipe", str(ROOT / "recipes/dafl-mnist-lenet5.yaml")])]
-              + [(m, ["--method", m]) for m in ("fast", "bnstats", "ddad", "dafl", "cgdd")]),
+              + [(m, ["--method", m]) for m in ("condbn", "fast", "bnstats", "ddad", "dafl", "cgdd")]),
     "mnist-nobn": (mnist_nobn_teacher, "lenet5_half", "datasets/mnist",
                    [("auto", ["--method", "auto"])] + [(m, ["--method", m]) for m in ("dafl", "cgdd")]),
 }

@@ -20,7 +20,7 @@ from . import __version__
 from .errors import EdgekdError
 from .fileio import append_line, torch_save, write_json, write_yaml
 from .methods import METHODS
-from .methods.base import COMMON_DEFAULTS
+from .methods.base import CHOICES, COMMON_DEFAULTS
 from .inversion import invert
 from .pool import Pool, augment
 from .progress import Progress
@@ -31,6 +31,11 @@ MAX_ROLLBACKS = 3
 EVAL_LIMIT = 2000  # samples scored at each periodic evaluation (the final one scores all)
 # Fidelity without eval data: agreement with the teacher on images inverted from it (inversion.py).
 PROBE_SIZE, PROBE_STEPS = 256, 30
+# augment_flip=auto turns flips on when the teacher keeps its class for at least this share of
+# mirrored fidelity images. Measured on 512 images: the CIFAR-10 ResNet-56 keeps 93 % of test
+# photos and 68 % of its probe set; the MNIST LeNet-5 keeps 40 % of test digits and 15 % of its
+# probe set (digits are not mirror-symmetric). Half sits between the two kinds of teacher.
+FLIP_AGREEMENT = 0.5
 
 
 @dataclass
@@ -58,6 +63,9 @@ def resolve_settings(method: str, recipe_settings: dict, overrides: dict) -> dic
                                   f"known: {', '.join(sorted(settings))}")
             settings[key] = type(settings[key])(value) if isinstance(settings[key], (int, float)) and \
                 not isinstance(settings[key], bool) else value
+            if key in CHOICES and settings[key] not in CHOICES[key]:
+                raise EdgekdError(f"setting {key}={value} in {source}: choose one of "
+                                  f"{', '.join(str(c).lower() for c in CHOICES[key])}")
     return settings
 
 
@@ -121,6 +129,12 @@ def predictions(model, inputs, batch_size=500) -> torch.Tensor:
     return torch.cat([model(inputs[i:i + batch_size]).argmax(1).cpu() for i in range(0, len(inputs), batch_size)])
 
 
+def flip_agreement(teacher, inputs, n: int = 512) -> float:
+    """How often the teacher gives a horizontally mirrored input the class it gives the input."""
+    x = inputs[:n]
+    return (predictions(teacher, x) == predictions(teacher, x.flip(3))).float().mean().item()
+
+
 def fidelity_set(teacher, config, eval_set, out: Path, device, log) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(teacher inputs, teacher predictions, name) that fidelity is measured on, the same for
     every method: the eval data when given; otherwise a probe set fixed per teacher (images
@@ -176,6 +190,11 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
         write_yaml(out / "config.yaml", config)
         (out / "metrics.jsonl").unlink(missing_ok=True)
     fidelity_inputs, teacher_predictions, fidelity_on = fidelity_set(teacher, config, eval_set, out, device, log)
+    if s["augment_flip"] == "auto":  # decided again, identically, on --resume
+        kept = flip_agreement(teacher, fidelity_inputs)
+        s["augment_flip"] = kept >= FLIP_AGREEMENT
+        log(f"augment_flip=auto: a mirrored image keeps the teacher's class {100 * kept:.0f} % of the time on "
+            f"the {fidelity_on}, so flips are {'on' if s['augment_flip'] else 'off'}")
 
     def training_state():
         return {"student": student.state_dict(), "method": method.state_dict(), "iteration": iteration,
@@ -287,6 +306,7 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
                "rollbacks": rollbacks}
     if pool is not None:
         summary["pool_size"] = len(pool)
+        summary["augment_flip"] = s["augment_flip"]
     if eval_set is not None:
         summary["student_top1"] = final["student_top1"]
         summary["teacher_top1"] = round(100.0 * (teacher_predictions == eval_set.y).float().mean().item(), 2)

@@ -1,4 +1,4 @@
-"""edgekd distill end to end: black-box teachers in every format, the five methods, run
+"""edgekd distill end to end: black-box teachers in every format, the six methods, run
 directories, resume after kill -9, Ctrl-C, and one-line errors for bad input."""
 import json
 import os
@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from edgekd.data import load_dataset
-from edgekd.distill import resolve_settings
+from edgekd.distill import FLIP_AGREEMENT, flip_agreement, resolve_settings
 from edgekd.evaluate import top1
 from edgekd.methods import METHODS
 from edgekd.students import create_student
@@ -22,7 +22,7 @@ from unseen_teacher import make_unseen_mnist_teacher
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "edgekd" / "assets" / "mnist_lenet5.pt2"
 # The method the time-to-accuracy benchmark found best on teachers with BatchNorm (README).
-AUTO_FOR_BN_TEACHERS = "bnstats"
+AUTO_FOR_BN_TEACHERS = "condbn"
 QUICK = ["--set", "batch_size=32", "--set", "student_steps=1", "--no-progress"]
 
 
@@ -87,12 +87,12 @@ def test_teacher_info_json(unseen):
     info = json.loads(result.stdout)
     assert info["format"] == "torchscript" and info["input_shape"] == [1, 28, 28]
     assert info["num_classes"] == 10 and info["batchnorm_layers"] == 3
-    assert set(info["methods"]) == {"fast", "dafl", "bnstats", "ddad", "cgdd"} and info["auto_method"] == AUTO_FOR_BN_TEACHERS
+    assert set(info["methods"]) == {"condbn", "fast", "dafl", "bnstats", "ddad", "cgdd"} and info["auto_method"] == AUTO_FOR_BN_TEACHERS
     assert info["macs"] > 100_000 and info["params"] > 10_000
 
 
 @pytest.mark.parametrize("fmt", ["pt2", "onnx"])
-@pytest.mark.parametrize("method", ["fast", "dafl", "bnstats", "ddad", "cgdd"])
+@pytest.mark.parametrize("method", ["condbn", "fast", "dafl", "bnstats", "ddad", "cgdd"])
 def test_every_method_trains_from_pt2_and_onnx(unseen, fmt, method):
     torch.manual_seed(0)
     teacher = load_teacher(unseen[fmt])
@@ -108,7 +108,7 @@ def test_every_method_trains_from_pt2_and_onnx(unseen, fmt, method):
     assert any((a - b).abs().sum() > 0 for a, b in zip(before, student.parameters()))
 
 
-@pytest.mark.parametrize("method", ["fast", "bnstats", "ddad", "dafl", "cgdd"])
+@pytest.mark.parametrize("method", ["condbn", "fast", "bnstats", "ddad", "dafl", "cgdd"])
 def test_generator_step_descends_its_own_objective(method):
     """One generator update, then the same noise again: the method's generator objective must
     be lower. A sign flip in the update raises it; a step that moves nothing leaves it equal."""
@@ -142,7 +142,10 @@ def test_distill_torchscript_end_to_end(unseen, mnist, tmp_path):
     assert summary["student_top1"] > 40, summary  # chance is 10 %: the student learnt digits
     assert 0 <= summary["fidelity"] <= 100 and summary["wall_seconds"] > 0
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert config["teacher"]["sha256"] and config["settings"]["batch_size"] == 128
+    assert config["teacher"]["sha256"] and config["settings"]["batch_size"] == 64  # condbn's own
+    # Mirrored digits change class: augment_flip=auto measures it on the eval data and says so.
+    assert config["settings"]["augment_flip"] == "auto" and summary["augment_flip"] is False
+    assert "so flips are off" in " ".join(result.stdout.split())
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in metrics] == [40, 80, 120]
     assert all({"seconds", "losses", "fidelity", "student_top1"} <= set(m) for m in metrics)
@@ -236,6 +239,18 @@ def test_pretrained_cifar_resnet56_state_dict_is_a_teacher(shared):
     assert top1(teacher, data, lambda x: (x - mean) / std) > 90  # published 93.39 on all 10k
 
 
+def test_flip_agreement_tells_mirror_symmetric_classes_from_digits(shared):
+    """augment_flip=auto's evidence: a CIFAR-10 teacher keeps its class on mirrored photos, an
+    MNIST teacher does not on mirrored digits."""
+    cifar = load_teacher(shared / "teachers" / "cifar10-resnet-akamaster" / "resnet56-4bfd9763.th", arch="resnet56")
+    photos = load_dataset(shared / "datasets" / "cifar10", "test", limit=512).x
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    assert flip_agreement(cifar, (photos - mean) / std) >= FLIP_AGREEMENT
+    digits = load_dataset(shared / "datasets" / "mnist", "test", limit=512).x
+    assert flip_agreement(load_teacher(EMBEDDED), digits) < FLIP_AGREEMENT
+
+
 def _bad_inputs(tmp_path, unseen, mnist):
     truncated = tmp_path / "truncated.pt2"
     truncated.write_bytes(EMBEDDED.read_bytes()[:5000])
@@ -261,6 +276,7 @@ def _bad_inputs(tmp_path, unseen, mnist):
         (["distill", "--eval-data", tmp_path], "cannot read eval data"),
         (["distill", "--eval-data", mnist / ".." / "cifar10"], "shape"),
         (["distill", "--set", "nosuchsetting=1"], "unknown setting"),
+        (["distill", "--set", "augment_flip=maybe"], "choose one of true, false, auto"),
         (["distill", "--resume", tmp_path], "not an edgekd run directory"),
     ]
 

@@ -4,12 +4,12 @@ from ..registry import Registry
 
 METHODS = Registry("method")
 
-from . import bnstats, cgdd, dafl, ddad, fast  # noqa: E402,F401  (each registers itself)
+from . import bnstats, cgdd, condbn, dafl, ddad, fast  # noqa: E402,F401  (each registers itself)
 
 # `--method auto` takes the first one the teacher's access allows. The order is what the
-# benchmarks measured (README, "Benchmarks"): bnstats leads on teachers with BatchNorm (fast has
-# not yet beaten it on the 2-core CPU, benchmarks/time_to_accuracy.py), dafl on teachers without.
-AUTO_ORDER = ["bnstats", "fast", "ddad", "dafl", "cgdd"]
+# benchmarks measured (README, "Time to accuracy", benchmarks/time_to_accuracy.py): condbn leads
+# on teachers with BatchNorm, dafl on teachers without.
+AUTO_ORDER = ["condbn", "bnstats", "fast", "ddad", "dafl", "cgdd"]
 
 
 def usable_methods(access: set) -> list[str]:

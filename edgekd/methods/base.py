@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..generators import Generator
+from ..generators import OUTPUTS, Generator
 
 # Settings every method understands; each method's `defaults` override some of them.
 COMMON_DEFAULTS = {
@@ -25,6 +25,10 @@ COMMON_DEFAULTS = {
     "lr_student": 3e-3,
     "student_optimizer": "adam",  # adam | sgd (momentum 0.9)
     "weight_decay": 0.0,
+    # Largest gradient norm of a student step (0: no clipping). Students without BatchNorm
+    # (LeNet-5) diverge under SGD at the learning rates that suit ResNets; clipping bounds the
+    # step without slowing the ones that converge.
+    "clip_grad_norm": 0.0,
     # The student's learning rate over its training: "cosine" decays to zero; "step" multiplies
     # it by lr_gamma at each of lr_milestones (fractions of the student's share of the budget).
     # Generators keep theirs, as in DAFL's code, since they must keep tracking the student.
@@ -44,7 +48,9 @@ COMMON_DEFAULTS = {
     # learnt to improve on. fast, built around the pool, keeps one.
     "pool_size": 0,
     "augment_crop": 4,  # random crop after padding by this many pixels (0: off)
-    "augment_flip": True,  # horizontal flip; off for teachers where a flip changes the class (digits)
+    # Horizontal flip: true, false (teachers where a mirror image changes the class, such as
+    # digits) or auto: on when the teacher gives a mirrored image the same class (distill.py).
+    "augment_flip": "auto",
     # Teacher logits for a pooled image: "cached" (computed once, when the image was made) or
     # "view" (the teacher run again on each augmented view).
     "pool_logits": "cached",
@@ -53,6 +59,15 @@ COMMON_DEFAULTS = {
     # frozen generators then only sample, as in Luo et al.'s two-stage schedule).
     "synthesis_only": 0.0,
     "synthesis_until": 1.0,
+}
+
+# Settings that take one of a few values (checked when a run's settings are resolved).
+CHOICES = {
+    "generator_output": OUTPUTS,
+    "student_optimizer": ("adam", "sgd"),
+    "lr_schedule": ("cosine", "step"),
+    "augment_flip": (True, False, "auto"),
+    "pool_logits": ("cached", "view"),
 }
 
 
@@ -127,7 +142,7 @@ class Method:
             for _ in range(c["num_generators"])).to(device)
         self.extra = nn.ModuleDict(self.extra_modules()).to(device)  # trained with the student
         self.opt_g = torch.optim.Adam(self.generators.parameters(), lr=self.generator_lr(), betas=(0.5, 0.999))
-        student_params = list(student.parameters()) + list(self.extra.parameters())
+        self.student_params = student_params = list(student.parameters()) + list(self.extra.parameters())
         if c["student_optimizer"] == "sgd":
             self.opt_s = torch.optim.SGD(student_params, lr=c["lr_student"], momentum=0.9,
                                          weight_decay=c["weight_decay"], nesterov=True)
@@ -178,6 +193,8 @@ class Method:
         loss, parts = self.student_loss(x, teacher_out, labels)
         self.opt_s.zero_grad(set_to_none=True)
         loss.backward()
+        if self.s["clip_grad_norm"]:
+            torch.nn.utils.clip_grad_norm_(self.student_params, self.s["clip_grad_norm"])
         self.opt_s.step()
         return parts
 

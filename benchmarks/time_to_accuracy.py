@@ -4,12 +4,18 @@ training time on this machine, with the student's top-1 on real test data as tra
     python benchmarks/time_to_accuracy.py cifar10 [--minutes 40] [--methods fast,bnstats] [--threads N]
     python benchmarks/time_to_accuracy.py mnist [--minutes 40]
     python benchmarks/time_to_accuracy.py mnist-nobn [--minutes 10]
+    python benchmarks/time_to_accuracy.py mnist-tflite-int8 [--minutes 10]
+    python benchmarks/time_to_accuracy.py cifar10-onnx [--minutes 30]
 
 Cases (teachers made from ../shared, or $EDGEKD_DATA, into a temporary folder):
   cifar10     CIFAR-10 ResNet-56 (akamaster weights, 93.39 %) as a .pt2 -> resnet20
   mnist       edgekd's embedded MNIST LeNet-5 (with BatchNorm) -> lenet5_half; the first row is
               DAFL with its published settings (recipes/dafl-mnist-lenet5.yaml), the baseline
   mnist-nobn  the advertorch MNIST LeNet-5 (no BatchNorm, 98.89 %) -> lenet5_half
+  mnist-tflite-int8  the embedded LeNet-5 as an int8 .tflite (`edgekd export --tflite --int8
+              --int8-io`), a teacher edgekd can only query -> lenet5_half; logits, then labels only
+  cifar10-onnx  the ResNet-56 as torch.onnx.export writes it by default (opset 18+, batch 1) ->
+              resnet20: queried through onnxruntime, and through the torch graph edgekd rebuilds
 Every method runs `edgekd distill` with its defaults (nothing tuned per case) and is evaluated
 on the full test set after every minute of training (evaluations are not counted as training
 time). Prints top-1 at 5 / 10 / 20 / 40 minutes (those within --minutes) and writes the curves
@@ -72,6 +78,24 @@ def mnist_nobn_teacher(folder: Path) -> Path:
     return folder / "lenet5_advertorch.pt2"
 
 
+def mnist_tflite_int8_teacher(folder: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "edgekd.cli", "export", str(ROOT / "edgekd/assets/mnist_lenet5.pt2"),
+                    "--tflite", "--int8", "--int8-io", "--out", str(folder / "export")], check=True,
+                   stdout=subprocess.DEVNULL)
+    return folder / "export" / "mnist_lenet5.int8.tflite"
+
+
+def cifar10_onnx_teacher(folder: Path) -> Path:
+    model = create_student("resnet56", 3, 10, (32, 32))
+    state = torch.load(DATA / "teachers/cifar10-resnet-akamaster/resnet56-4bfd9763.th", map_location="cpu",
+                       weights_only=True)["state_dict"]
+    model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+    torch.onnx.export(model.eval(), (torch.zeros(1, 3, 32, 32),), str(folder / "resnet56.onnx"))  # the defaults
+    return folder / "resnet56.onnx"
+
+
+CIFAR_PREPROCESSING = ["--mean", ",".join(map(str, CIFAR_MEAN)), "--std", ",".join(map(str, CIFAR_STD))]
+
 CASES = {  # name: (teacher maker, student, eval data, rows of (label, extra distill arguments))
     "cifar10": (cifar10_teacher, "resnet20", "datasets/cifar10",
                 [(m, ["--method", m]) for m in ("condbn", "fast", "bnstats", "ddad", "dafl", "cgdd")]),
@@ -80,6 +104,12 @@ CASES = {  # name: (teacher maker, student, eval data, rows of (label, extra dis
               + [(m, ["--method", m]) for m in ("condbn", "fast", "bnstats", "ddad", "dafl", "cgdd")]),
     "mnist-nobn": (mnist_nobn_teacher, "lenet5_half", "datasets/mnist",
                    [("auto", ["--method", "auto"])] + [(m, ["--method", m]) for m in ("dafl", "cgdd")]),
+    "mnist-tflite-int8": (mnist_tflite_int8_teacher, "lenet5_half", "datasets/mnist",
+                          [("auto (logits)", ["--method", "auto"]),
+                           ("auto (labels only)", ["--method", "auto", "--teacher-output", "label"])]),
+    "cifar10-onnx": (cifar10_onnx_teacher, "resnet20", "datasets/cifar10",
+                     [("query-only (onnxruntime)", ["--teacher-backend", "runtime", *CIFAR_PREPROCESSING]),
+                      ("gradients (torch graph)", ["--method", "auto", *CIFAR_PREPROCESSING])]),
 }
 
 
@@ -87,7 +117,8 @@ def curve(run: Path) -> list[dict]:
     """(minutes of training, top-1) after each evaluation; the last one is the final, full-set one."""
     points = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     summary = json.loads((run / "summary.json").read_text())
-    out = [{"minutes": round(p["seconds"] / 60, 2), "top1": p["student_top1"]} for p in points]
+    out = [{"minutes": round(p["seconds"] / 60, 2), "top1": p["student_top1"], "teacher_queries": p["teacher_queries"]}
+           for p in points]
     out[-1]["top1"] = summary["student_top1"]
     return out
 
@@ -146,6 +177,7 @@ def main():
         summary = json.loads((run / "summary.json").read_text())
         config = yaml.safe_load((run / "config.yaml").read_text())
         results.append({"method": label, "resolved_method": summary["method"], "iterations": summary["iterations"],
+                        "teacher_queries": summary["teacher_queries"],
                         "teacher_top1": summary["teacher_top1"], "curve": curve(run),
                         "settings": config["settings"]})
     marks = [m for m in MARKS if m <= args.minutes] or [args.minutes]
@@ -154,8 +186,10 @@ def main():
     table.add_column("method")
     for m in marks:
         table.add_column(f"{m:g} min", justify="right")
+    table.add_column("teacher queries", justify="right")
     for r in results:
-        table.add_row(r["method"], *(f"{v:.2f}" if (v := at_mark(r["curve"], m)) is not None else "-" for m in marks))
+        table.add_row(r["method"], *(f"{v:.2f}" if (v := at_mark(r["curve"], m)) is not None else "-" for m in marks),
+                      f"{r['teacher_queries']:,}")
     Console(width=140).print(table)
     write_json(out, {"date": datetime.date.today().isoformat(), "command": " ".join(["python", *sys.argv]),
                      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

@@ -61,6 +61,22 @@ def _preprocessing(teacher_path, mean, std):
     return (mean if mean is not None else meta.get("mean"), std if std is not None else meta.get("std"))
 
 
+def teacher_access_options(command):
+    """How to reach a teacher: the options of every command that loads one."""
+    from .teacher import BACKENDS, OUTPUTS
+
+    for option in reversed([
+        click.option("--teacher-backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+                     help="torch: a differentiable graph; runtime: query an ONNX file through onnxruntime"),
+        click.option("--teacher-output", type=click.Choice(OUTPUTS), default="auto", show_default=True,
+                     help="what the teacher returns; label: use only its top-1 class (needs more queries)"),
+        click.option("--teacher-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0,
+                     show_default=True, help="seconds a callable teacher may take for one batch"),
+    ]):
+        command = option(command)
+    return command
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgekd")
 def cli():
@@ -77,6 +93,9 @@ def cli():
 @click.option("--teacher-arch", help="zoo architecture of a plain state_dict teacher (e.g. resnet56)")
 @click.option("--input-shape", help="C,H,W when the teacher file does not say")
 @click.option("--trust-pickle", is_flag=True, help="allow loading a pickled module (runs code from the file)")
+@teacher_access_options
+@click.option("--max-queries", type=click.IntRange(1),
+              help="most teacher samples to query in training; the student then goes on learning from the pool")
 @click.option("--iterations", type=click.IntRange(1), help="stop after N iterations")
 @click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), help="stop after MINUTES of training")
 @click.option("--eval-data", type=click.Path(), help="real labelled data to report accuracy on (idx, CIFAR bin, ImageFolder, .npz)")
@@ -91,10 +110,11 @@ def cli():
 @click.option("--resume", type=click.Path(), help="continue the run in this directory")
 @click.option("--force", is_flag=True, help="replace an existing run directory")
 @click.option("--no-progress", is_flag=True, help="plain log lines instead of a progress bar")
-def distill(teacher, student, method, recipe, out, teacher_arch, input_shape, trust_pickle, iterations,
-            time_budget, eval_data, mean, std, checkpoint_every, eval_every, overrides, device, seed,
-            resume, force, no_progress):
-    """Train a compact student from TEACHER (TorchScript, .pt2, ONNX or state_dict) without data."""
+def distill(teacher, student, method, recipe, out, teacher_arch, input_shape, trust_pickle, teacher_backend,
+            teacher_output, teacher_timeout, max_queries, iterations, time_budget, eval_data, mean, std,
+            checkpoint_every, eval_every, overrides, device, seed, resume, force, no_progress):
+    """Train a compact student from TEACHER without data: a TorchScript, .pt2, ONNX, TFLite or
+    state_dict file, or a Python callable package.module:function."""
     from . import distill as run
     from .data import check_matches, load_dataset
     from .methods import resolve_method
@@ -108,12 +128,18 @@ def distill(teacher, student, method, recipe, out, teacher_arch, input_shape, tr
         teacher = str(EMBEDDED_TEACHER)
         console.print(f"no teacher given: using the embedded MNIST LeNet-5 teacher ({EMBEDDED_TEACHER.name})")
     teacher_arch = teacher_arch or r.get("teacher_arch")
-    t = load_teacher(teacher, parse_shape(input_shape or r.get("input_shape")), teacher_arch, trust_pickle)
+    t = load_teacher(teacher, parse_shape(input_shape or r.get("input_shape")), teacher_arch, trust_pickle,
+                     teacher_backend, teacher_output, teacher_timeout)
+    if t.note:
+        console.print(f"teacher {t.path.name}: {t.note}")
     mean, std = _preprocessing(t.path, parse_floats(mean, "--mean") or r.get("mean"),
                                parse_floats(std, "--std") or r.get("std"))
     if (mean is None) != (std is None) or (mean and len(mean) != t.input_shape[0]):
         raise EdgekdError(f"give --mean and --std together, one value per input channel ({t.input_shape[0]})")
-    method = resolve_method(method or r.get("method", "auto"), t.access)
+    asked = method or r.get("method", "auto")
+    method = resolve_method(asked, t.access)
+    if asked == "auto" and "gradients" not in t.access:
+        console.print(f"method auto -> {method}: the teacher can only be queried ({t.backend}, {t.output} out)")
     student = student or r.get("student") or ("lenet5_half" if t.input_shape[0] == 1 else "resnet20")
     from .students import STUDENTS
     STUDENTS.get(student)
@@ -127,7 +153,8 @@ def distill(teacher, student, method, recipe, out, teacher_arch, input_shape, tr
         iterations, time_budget = r.get("iterations"), r.get("time_budget_minutes")
         if iterations is None and time_budget is None:
             iterations = 2000
-    out = Path(out or f"runs/{t.path.stem}-{student}-{method}")
+    name = str(t.path).replace(":", "-") if t.format == "callable" else t.path.stem
+    out = Path(out or f"runs/{name}-{student}-{method}")
     run.prepare_out_dir(out, force)
     config = run.new_config(
         t, student=student, method=method, settings=settings, budget=run.Budget(iterations, time_budget),
@@ -136,9 +163,9 @@ def distill(teacher, student, method, recipe, out, teacher_arch, input_shape, tr
                                       (200, 5.0)),
         eval_every=parse_period(eval_every or r.get("eval_every"), "--eval-every", (100, None)),
         recipe=str(recipe) if recipe else None,
-        teacher_arch=teacher_arch)
-    console.print(f"teacher {t.path.name}: {t.format}, input {'x'.join(map(str, t.input_shape))}, "
-                  f"{t.num_classes} classes, {len(t.bn_nodes)} BatchNorm layers")
+        teacher_arch=teacher_arch, max_queries=max_queries or r.get("max_queries"), teacher_timeout=teacher_timeout)
+    console.print(f"teacher {t.path.name}: {t.format} in {t.backend}, input {'x'.join(map(str, t.input_shape))}, "
+                  f"{t.num_classes} classes, {t.output} out, {len(t.bn_nodes)} BatchNorm layers")
     console.print(f"method {method}, student {student}, run directory {out}")
     _report(run.distill(t, config, out, eval_set, show_progress=not no_progress, log=console.print), out)
 
@@ -174,7 +201,9 @@ def _resume(out: Path, iterations, time_budget, no_progress, trust_pickle):
     if iterations is not None or time_budget is not None:  # a resumed run may be given a new budget
         config["iterations"], config["time_budget_minutes"] = iterations, time_budget
     tc = config["teacher"]
-    t = load_teacher(tc["path"], tc["input_shape"], tc["arch"], trust_pickle)
+    backend = "runtime" if tc.get("backend", "torch") != "torch" and tc["format"] == "onnx" else "auto"
+    t = load_teacher(tc["path"], tc["input_shape"], tc["arch"], trust_pickle, backend, tc.get("output", "auto"),
+                     tc.get("timeout", 60.0))
     if t.sha256 != tc["sha256"]:
         raise EdgekdError(f"teacher {tc['path']} changed since the run started (sha256 differs)")
     eval_set = load_dataset(config["eval_data"], "test") if config["eval_data"] else None
@@ -199,8 +228,10 @@ def _report(summary, out):
 @click.option("--mean", help="normalisation mean (default: what the model or its run directory records)")
 @click.option("--std", help="normalisation std")
 @click.option("--trust-pickle", is_flag=True)
+@teacher_access_options
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def eval_(model, data, split, limit, teacher_arch, input_shape, mean, std, trust_pickle, as_json):
+def eval_(model, data, split, limit, teacher_arch, input_shape, mean, std, trust_pickle, teacher_backend,
+          teacher_output, teacher_timeout, as_json):
     """Top-1 accuracy of MODEL (teacher or student file, or a run directory) on real data."""
     import yaml
 
@@ -212,7 +243,8 @@ def eval_(model, data, split, limit, teacher_arch, input_shape, mean, std, trust
     run_config = (path if path.is_dir() else path.parent) / "config.yaml"
     if path.is_dir():
         path = path / "student.pt2"
-    m = load_teacher(path, parse_shape(input_shape), teacher_arch, trust_pickle)
+    m = load_teacher(path, parse_shape(input_shape), teacher_arch, trust_pickle, teacher_backend, teacher_output,
+                     teacher_timeout)
     mean, std = _preprocessing(m.path, parse_floats(mean, "--mean"), parse_floats(std, "--std"))
     if mean is None and run_config.is_file():  # a student from a run takes its teacher's inputs
         pre = yaml.safe_load(run_config.read_text())["preprocessing"]
@@ -238,14 +270,19 @@ def teacher():
 @click.option("--teacher-arch", help="zoo architecture of a plain state_dict")
 @click.option("--input-shape", help="C,H,W when the file does not say")
 @click.option("--trust-pickle", is_flag=True)
+@teacher_access_options
 @click.option("--json", "as_json", is_flag=True)
-def teacher_info(path, teacher_arch, input_shape, trust_pickle, as_json):
+def teacher_info(path, teacher_arch, input_shape, trust_pickle, teacher_backend, teacher_output, teacher_timeout,
+                 as_json):
     """Format, input shape, classes, size, MACs, BatchNorm layers and usable methods."""
     from .methods import resolve_method, usable_methods
     from .teacher import FORMATS, load_teacher, parse_shape, read_metadata
 
-    t = load_teacher(path, parse_shape(input_shape), teacher_arch, trust_pickle)
+    t = load_teacher(path, parse_shape(input_shape), teacher_arch, trust_pickle, teacher_backend, teacher_output,
+                     teacher_timeout)
     info = {"path": str(t.path), "format": t.format, "format_description": FORMATS[t.format][1],
+            "backend": t.backend, "access": "gradients" if "gradients" in t.access else "queries only",
+            "output": t.output, "note": t.note,
             "input_shape": list(t.input_shape), "num_classes": t.num_classes, "params": t.params,
             "macs": t.macs, "batchnorm_layers": len(t.bn_nodes), "features": t.feature_dim or None,
             "batch_one_only": t.batch_one, "preprocessing": read_metadata(t.path) or None,

@@ -1,7 +1,8 @@
 """`edgekd distill`: the training loop, reading top to bottom.
 
 Run directory: config.yaml (every resolved setting), checkpoint.pt (resume state, rewritten
-atomically), metrics.jsonl (one line per evaluation), and at the end student.pt2, student.pt,
+atomically), metrics.jsonl (one line per evaluation), teacher_queries.txt (under --max-queries:
+the queries spent, written before each teacher call), and at the end student.pt2, student.pt,
 generator.pt and summary.json.
 """
 import copy
@@ -15,17 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import __version__
 from .errors import EdgekdError
-from .fileio import append_line, torch_save, write_json, write_yaml
+from .fileio import append_line, torch_save, write_json, write_text, write_yaml
 from .methods import METHODS
 from .methods.base import CHOICES, COMMON_DEFAULTS
 from .inversion import invert
 from .pool import Pool, augment
 from .progress import Progress
 from .students import create_student
-from .teacher import Teacher, TeacherOutput
+from .teacher import QueryBudgetSpent, Teacher, TeacherOutput
 
 MAX_ROLLBACKS = 3
 EVAL_LIMIT = 2000  # samples scored at each periodic evaluation (the final one scores all)
@@ -84,13 +86,17 @@ def seed_everything(seed: int):
 
 
 def new_config(teacher: Teacher, *, student, method, settings, budget, eval_data, mean, std,
-               device, seed, checkpoint_every, eval_every, recipe, teacher_arch) -> dict:
+               device, seed, checkpoint_every, eval_every, recipe, teacher_arch, max_queries=None,
+               teacher_timeout=60.0) -> dict:
     """`checkpoint_every` and `eval_every` are (iterations or None, minutes or None)."""
     return {
         "edgekd_version": __version__,
-        "teacher": {"path": str(teacher.path.resolve()), "sha256": teacher.sha256, "format": teacher.format,
+        "teacher": {"path": teacher.source, "sha256": teacher.sha256, "format": teacher.format,
                     "arch": teacher_arch, "input_shape": list(teacher.input_shape),
-                    "num_classes": teacher.num_classes, "access": sorted(teacher.access)},
+                    "num_classes": teacher.num_classes, "access": sorted(teacher.access),
+                    "backend": teacher.backend, "output": teacher.output, "timeout": teacher_timeout},
+        # Most samples the teacher may be asked about during training (None: no limit).
+        "max_queries": max_queries,
         # Models here take inputs in [0, 1], minus mean, over std (per channel), when they are set.
         "preprocessing": {"range": [0, 1], "mean": mean, "std": std},
         "student": student, "method": method, "recipe": recipe,
@@ -135,20 +141,30 @@ def flip_agreement(teacher, inputs, n: int = 512) -> float:
     return (predictions(teacher, x) == predictions(teacher, x.flip(3))).float().mean().item()
 
 
+def smooth_noise(n: int, shape, seed: int) -> torch.Tensor:
+    """n images in [0, 1] of random colour blobs (8x8 noise, upsampled): the probe set of a
+    teacher without gradients to invert."""
+    c, h, w = shape
+    coarse = torch.rand(n, c, 8, 8, generator=torch.Generator().manual_seed(seed))
+    return F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+
+
 def fidelity_set(teacher, config, eval_set, out: Path, device, log) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(teacher inputs, teacher predictions, name) that fidelity is measured on, the same for
     every method: the eval data when given; otherwise a probe set fixed per teacher (images
-    inverted from the teacher for balanced classes, seeded by its sha256), kept in the run
-    directory so a resumed run scores on the same images."""
+    inverted from the teacher for balanced classes, or smooth noise for a query-only teacher,
+    seeded by its sha256), kept in the run directory so a resumed run scores on the same images."""
     to_model = normaliser(config)
     if eval_set is not None:
         x = to_model(eval_set.x.to(device))
         return x, predictions(teacher, x), "eval data"
     path = out / "fidelity_probe.pt"
+    seed = int(teacher.sha256[:8], 16)
+    if not path.exists() and "gradients" not in teacher.access:
+        torch_save(path, smooth_noise(PROBE_SIZE, teacher.input_shape, seed).mul(255).round().to(torch.uint8))
     if not path.exists():
         log(f"making the fidelity probe set ({PROBE_SIZE} images inverted from the teacher) ...")
-        pixels = invert(teacher, PROBE_SIZE, to_model, int(teacher.sha256[:8], 16), PROBE_STEPS,
-                        class_targets=True)
+        pixels = invert(teacher, PROBE_SIZE, to_model, seed, PROBE_STEPS, class_targets=True)
         torch_save(path, pixels.mul(255).round().to("cpu", torch.uint8))  # stored as images are
     x = to_model(torch.load(path, weights_only=True).to(device).float() / 255)
     return x, predictions(teacher, x), "probe set"
@@ -162,7 +178,7 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
     budget = Budget(config["iterations"], config["time_budget_minutes"])
     seed_everything(config["seed"])
     teacher.to(device)
-    for p in teacher.graph.parameters():
+    for p in teacher.graph.parameters() if teacher.graph is not None else []:
         p.requires_grad_(False)
     c, h, w = teacher.input_shape
     student = create_student(config["student"], c, teacher.num_classes, (h, w)).to(device)
@@ -171,14 +187,15 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
     to_model, to_pixels = normaliser(config), normaliser(config, inverse=True)
     pool = Pool(s["pool_size"], teacher.input_shape, teacher.num_classes) if s["pool_size"] else None
 
-    iteration, seconds, rollbacks, lr_scale = 0, 0.0, 0, 1.0
-    checkpoint_path, pool_path = out / "checkpoint.pt", out / "pool.pt"
+    iteration, seconds, rollbacks, lr_scale, queries = 0, 0.0, 0, 1.0, 0
+    checkpoint_path, pool_path, ledger_path = out / "checkpoint.pt", out / "pool.pt", out / "teacher_queries.txt"
     if resume and checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         student.load_state_dict(state["student"])
         method.load_state_dict(state["method"])
         iteration, seconds, rollbacks, lr_scale = (state["iteration"], state["seconds"], state["rollbacks"],
                                                    state["lr_scale"])
+        queries = state.get("teacher_queries", 0)
         torch.set_rng_state(state["rng"].cpu())
         if pool is not None and pool_path.exists():
             pool.load_state_dict(torch.load(pool_path, weights_only=True))
@@ -195,11 +212,23 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
         s["augment_flip"] = kept >= FLIP_AGREEMENT
         log(f"augment_flip=auto: a mirrored image keeps the teacher's class {100 * kept:.0f} % of the time on "
             f"the {fidelity_on}, so flips are {'on' if s['augment_flip'] else 'off'}")
+    # Queries made so far (loading, the fidelity set's labels, the flip test) are outside the budget.
+    queries_not_budgeted = teacher.queries
+    teacher.queries, teacher.query_limit = queries, config.get("max_queries")
+    if teacher.query_limit is not None:
+        # Queries made after the last checkpoint were spent all the same: the ledger, written
+        # before each call, keeps them counted across a kill.
+        if ledger_path.exists():
+            teacher.queries = max(queries, int(ledger_path.read_text() or 0))
+        teacher.before_query = lambda total: write_text(ledger_path, str(total))
+    # Under a query budget, the student goes on learning from the pool once it is spent.
+    learns_without_teacher = pool is not None and s["pool_logits"] == "cached" and not method.student_needs
+    queries_spent = teacher.query_limit is not None and teacher.queries >= teacher.query_limit
 
     def training_state():
         return {"student": student.state_dict(), "method": method.state_dict(), "iteration": iteration,
                 "seconds": seconds, "rollbacks": rollbacks, "lr_scale": lr_scale,
-                "rng": torch.get_rng_state()}
+                "teacher_queries": teacher.queries, "rng": torch.get_rng_state()}
 
     def save_checkpoint():
         if pool is not None:  # first: a checkpoint never refers to images the pool file lacks
@@ -223,6 +252,18 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
             return TeacherOutput(cached_logits.to(device), None, [], [])
         with torch.no_grad():
             return teacher.run(x, maps="maps" in method.student_needs)
+
+    def synthesize(fraction, student_training):
+        """The iteration's synthesis (a generator update, or samples from the frozen generators
+        after synthesis_until), pooled when there is a pool."""
+        if fraction < s["synthesis_until"]:
+            synth = method.generator_step(iteration, student_training)
+        else:
+            synth = method.frozen_step(iteration)
+        if pool is not None:
+            logits = synth.logits if synth.logits is not None else teacher_on(synth.x).logits
+            pool.add(to_pixels(synth.x), logits, synth.labels)
+        return synth
 
     def student_batches(synth):
         """The student's batches for one iteration: from the pool (augmented), or, streaming,
@@ -249,20 +290,22 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
     try:
         with progress:
             while budget.fraction(iteration, seconds) < 1:
+                if queries_spent and not (learns_without_teacher and len(pool)):
+                    break
                 fraction = budget.fraction(iteration, seconds)
-                student_training = fraction >= s["synthesis_only"]
+                student_training = fraction >= s["synthesis_only"] or queries_spent
                 method.set_lr_scale(lr_scale, lr_scale * student_lr_factor(s, fraction))
-                if fraction < s["synthesis_until"]:
-                    synth = method.generator_step(iteration, student_training)
-                else:
-                    synth = method.frozen_step(iteration)
-                losses = dict(synth.losses)
-                if pool is not None:
-                    logits = synth.logits if synth.logits is not None else teacher_on(synth.x).logits
-                    pool.add(to_pixels(synth.x), logits, synth.labels)
-                if student_training:
-                    for x, teacher_out, labels in student_batches(synth):
-                        losses.update(method.student_step(x, teacher_out, labels))
+                try:
+                    synth = None if queries_spent else synthesize(fraction, student_training)
+                    losses = dict(synth.losses) if synth else {}
+                    if student_training:
+                        for x, teacher_out, labels in student_batches(synth):
+                            losses.update(method.student_step(x, teacher_out, labels))
+                except QueryBudgetSpent:
+                    queries_spent = True
+                    log(f"query budget spent: {teacher.queries:,} teacher queries at iteration {iteration}"
+                        + ("; the student goes on learning from the pool" if learns_without_teacher else ""))
+                    continue
                 losses = {k: float(v) for k, v in losses.items()}
                 iteration += 1
                 seconds = time.perf_counter() - start
@@ -280,6 +323,7 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
                 if eval_due(iteration, seconds) or done:
                     paused = time.perf_counter()
                     last_eval = {"iteration": iteration, "seconds": round(seconds, 2),
+                                 "teacher_queries": teacher.queries,
                                  "losses": {k: round(v, 5) for k, v in losses.items()},
                                  **evaluate(limit=EVAL_LIMIT), "fidelity_on": fidelity_on}
                     if pool is not None:
@@ -291,7 +335,8 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
                     save_checkpoint()
                     last_good = copy.deepcopy(training_state())
                     start += time.perf_counter() - paused
-                progress.update(iteration, seconds, losses, s["batch_size"], last_eval)
+                progress.update(iteration, seconds, losses, s["batch_size"], last_eval,
+                                teacher.queries, teacher.query_limit)
     except KeyboardInterrupt:
         interrupted = True
     if interrupted:
@@ -303,7 +348,8 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
     final = evaluate()
     summary = {"method": config["method"], "student": config["student"], "iterations": iteration,
                "wall_seconds": round(seconds, 2), "fidelity": final["fidelity"], "fidelity_on": fidelity_on,
-               "rollbacks": rollbacks}
+               "rollbacks": rollbacks, "teacher_queries": teacher.queries,
+               "max_queries": teacher.query_limit, "teacher_queries_not_budgeted": queries_not_budgeted}
     if pool is not None:
         summary["pool_size"] = len(pool)
         summary["augment_flip"] = s["augment_flip"]

@@ -9,9 +9,11 @@ PLAIN_EVERY_SECONDS = 15
 STEPS = 1000  # the bar shows the fraction of the budget (iterations or time, whichever is nearer)
 
 
-def describe(iteration, seconds, losses, images_per_second, last_eval) -> str:
+def describe(iteration, seconds, losses, images_per_second, last_eval, queries=0, query_limit=None) -> str:
     loss_text = " ".join(f"{k} {v:.3g}" for k, v in losses.items())
-    text = f"it {iteration}  {loss_text}  {images_per_second:.0f} img/s"
+    text = f"it {iteration}  {loss_text}  {images_per_second:.0f} img/s  queries {queries:,}"
+    if query_limit is not None:
+        text += f"/{query_limit:,}"
     if "fidelity" in last_eval:
         text += f"  fidelity {last_eval['fidelity']:.1f}%"
     if "student_top1" in last_eval:
@@ -39,12 +41,12 @@ class Progress:
         if self.rich:
             self.bar.__exit__(*exc)
 
-    def update(self, iteration, seconds, losses, batch_size, last_eval):
+    def update(self, iteration, seconds, losses, batch_size, last_eval, queries=0, query_limit=None):
         start_it, start_s = self.window
         speed = (iteration - start_it) * batch_size / max(seconds - start_s, 1e-9)
         if seconds - start_s > 10:
             self.window = (iteration, seconds)
-        text = describe(iteration, seconds, losses, speed, last_eval)
+        text = describe(iteration, seconds, losses, speed, last_eval, queries, query_limit)
         if self.rich:
             self.bar.update(self.task, completed=STEPS * self.budget.fraction(iteration, seconds), status=text)
         elif time.monotonic() - self.last_print >= PLAIN_EVERY_SECONDS:

@@ -1,18 +1,27 @@
-"""Teachers as black boxes: load a model file of unknown architecture as a differentiable graph.
+"""Teachers as black boxes: load a model file of unknown architecture, differentiable when it
+can be, and otherwise as a model edgekd can only run and query.
 
-Every format becomes a torch.fx GraphModule (torch.export and TorchScript through an
+Differentiable formats become a torch.fx GraphModule (torch.export and TorchScript through an
 ExportedProgram, ONNX through onnx2torch). One graph walker then finds what the methods may use:
 the inputs of BatchNorm layers with their running statistics, and the penultimate features (the
-input of the last linear layer). Adding a format is adding one loader to FORMATS.
+input of the last linear layer). Query-only teachers are a forward pass outside torch: an ONNX
+file torch cannot rebuild (onnxruntime), a .tflite file (LiteRT) or a Python callable; methods
+get their outputs and no gradients. Adding a format is adding one loader to FORMATS.
 """
+import hashlib
+import importlib
 import io
 import json
+import re
+import sys
+import threading
 import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
+import numpy as np
 import torch
 import torch.fx
 
@@ -24,17 +33,33 @@ from .measure import count_macs
 _TRIAL_SIZES = (28, 32, 64, 96, 128, 224)
 
 
+# Where a teacher runs: "torch" (a differentiable graph), "runtime" (query-only: onnxruntime,
+# LiteRT or the user's callable), or "auto" (torch whenever the file allows it).
+BACKENDS = ("auto", "torch", "runtime")
+# What the teacher returns; "auto" tells them apart on a probe batch.
+OUTPUTS = ("auto", "logits", "probabilities", "label")
+# A label-only teacher's answer as logits: the label's logit this far above the others, so that
+# a softmax at any temperature edgekd uses is one-hot and KD on it is cross-entropy on the label.
+LABEL_LOGIT = 1e4
+CALLABLE_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")  # package.module:function
+
+
 @dataclass
 class LoadOptions:
     input_shape: tuple[int, int, int] | None = None
     arch: str | None = None  # edgekd zoo architecture for a plain state_dict
     trust_pickle: bool = False
+    backend: str = "auto"
+    timeout: float = 60.0  # seconds a callable teacher may take for one batch
 
 
 @dataclass
 class Loaded:
-    graph: torch.fx.GraphModule
+    graph: torch.fx.GraphModule | None  # None: query-only
     input_shape: tuple[int, int, int] | None  # None: not recorded in the file
+    runner: Callable | None = None  # query-only: float32 NCHW numpy batch -> numpy outputs
+    backend: str = "torch"  # what runs it: torch | onnxruntime | litert | callable
+    note: str | None = None  # why a teacher that could have had gradients runs query-only
 
 
 def _zip_names(path: Path) -> list[str]:
@@ -46,6 +71,9 @@ def _zip_names(path: Path) -> list[str]:
 
 
 def detect_format(path: Path) -> str:
+    with open(path, "rb") as f:
+        if f.read(8)[4:] == b"TFL3":  # the flatbuffer's file identifier
+            return "tflite"
     names = _zip_names(path)
     if any(n.endswith("/constants.pkl") or n.split("/", 1)[-1].startswith("code/") for n in names):
         return "torchscript"
@@ -56,7 +84,7 @@ def detect_format(path: Path) -> str:
     if not names and path.suffix.lower() == ".onnx" or _looks_like_onnx(path):
         return "onnx"
     raise EdgekdError(
-        f"{path} is not a TorchScript, torch.export (.pt2), ONNX or torch.save file "
+        f"{path} is not a TorchScript, torch.export (.pt2), ONNX, TFLite or torch.save file "
         "(it may be truncated or not a model)")
 
 
@@ -121,31 +149,157 @@ def _load_torchscript(path: Path, opts: LoadOptions) -> Loaded:
 
 def _load_onnx(path: Path, opts: LoadOptions) -> Loaded:
     import onnx
-    import onnx2torch
-    from onnx import version_converter
 
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as e:  # noqa: BLE001
         raise EdgekdError(f"{path} is not a valid ONNX model ({_first_line(e)})") from None
-    # onnx2torch knows opsets up to 17 and refuses Reshape(allowzero=1), which torch's exporter
-    # writes; allowzero only differs when a target dimension is 0, which a classifier never has.
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    shape = tuple(d.dim_value for d in dims[1:])
+    shape = shape if len(shape) == 3 and all(shape) else None
+    why = None
+    if opts.backend != "runtime":
+        graph, why = _onnx_graph(model, path)
+        if graph is not None:
+            return Loaded(graph, shape)
+        if opts.backend == "torch":
+            raise EdgekdError(f"ONNX teacher {path} cannot be made differentiable ({why}); "
+                              "drop --teacher-backend torch to distil from its outputs alone")
+    from .export.onnx_format import Runner
+
+    note = f"{why}: it runs in onnxruntime, query-only (no gradients, slower methods)" if why else None
+    return Loaded(None, shape, Runner(path, torch.get_num_threads()), "onnxruntime", note)
+
+
+def _onnx_graph(model, path: Path) -> tuple[torch.fx.GraphModule | None, str | None]:
+    """The ONNX model as a torch graph, or (None, why not). onnx2torch knows most ops only up to
+    opset 17, and onnx's version converter has no way down for several ops torch's default
+    exporter writes at opset 18+ (Pad, ConstantOfShape); those newer versions differ from the old
+    ones only in features a classifier export does not use, so the last attempt relabels the
+    model as opset 17 after moving Reduce* axes back to attributes. Every attempt must agree with
+    onnxruntime on the file itself, so a relabelling that changed the meaning is never used."""
+    import onnx2torch
+    from onnx import version_converter
+
+    # onnx2torch refuses Reshape(allowzero=1), which torch's exporter writes; allowzero only
+    # differs when a target dimension is 0, which a classifier never has.
     for node in model.graph.node:
         for attr in node.attribute:
             if node.op_type == "Reshape" and attr.name == "allowzero":
                 attr.i = 0
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
-    if opset > 17:
-        model = version_converter.convert_version(model, 17)
+    attempts = [("as it is", lambda m: m), ("converted to opset 17", lambda m: version_converter.convert_version(m, 17)),
+                ("relabelled as opset 17", _relabel_opset17)]
+    why = None
+    for name, attempt in attempts:
+        try:
+            graph = onnx2torch.convert(attempt(model)).eval()
+        except NotImplementedError as e:  # onnx2torch: no converter for an op at this version
+            why = why or f"onnx2torch cannot convert {_op_of(e)}"
+            continue
+        except Exception as e:  # noqa: BLE001 - the version converter's assertions, among others
+            why = why or _first_line(e)
+            continue
+        if _agrees_with_onnxruntime(graph, path):
+            return graph, None
+        why = why or f"the torch graph {name} disagrees with onnxruntime"
+    return None, why
+
+
+def _op_of(error: NotImplementedError) -> str:
+    found = re.search(r"operation_type='(\w+)', version=(\d+)", str(error))
+    return f"{found[1]}-{found[2]}" if found else _first_line(error)
+
+
+def _relabel_opset17(model):
+    import onnx
+
+    relabelled = type(model)()
+    relabelled.CopyFrom(model)
+    model = relabelled
+    constants = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    constants.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t)
+                      for n in model.graph.node if n.op_type == "Constant" and n.attribute[0].name == "value"})
+    for node in model.graph.node:
+        if node.op_type.startswith("Reduce") and node.op_type != "ReduceSum" and len(node.input) > 1:
+            axes = constants.get(node.input[1])
+            if axes is None:
+                raise ValueError(f"{node.op_type} with computed axes")
+            del node.input[1:]
+            node.attribute.append(onnx.helper.make_attribute("axes", [int(a) for a in axes.ravel()]))
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            opset.version = 17
+    return model
+
+
+def _agrees_with_onnxruntime(graph, path: Path) -> bool:
+    from .export.onnx_format import Runner
+
+    runner = Runner(path)
+    shape = [d if isinstance(d, int) and d > 0 else 2 for d in runner.shape]
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
     try:
-        graph = onnx2torch.convert(model).eval()
-    except NotImplementedError as e:
-        raise EdgekdError(f"ONNX teacher {path} uses an op edgekd cannot make differentiable: {e}; "
-                          "export the teacher as TorchScript or .pt2 instead") from None
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    shape = tuple(d.dim_value for d in dims[1:])
-    return Loaded(graph, shape if len(shape) == 3 and all(shape) else None)
+        with torch.no_grad():
+            ours = graph(torch.from_numpy(x)).numpy()
+    except Exception:  # noqa: BLE001
+        return False
+    ref = runner(x)
+    return ours.shape == ref.shape and np.abs(ours - ref).max() <= 1e-3 * (1 + np.abs(ref).max())
+
+
+def _load_tflite(path: Path, opts: LoadOptions) -> Loaded:
+    from .export.tflite_format import Runner
+
+    runner = Runner(path, torch.get_num_threads())
+    dims = runner.shape[1:]
+    if len(dims) != 3:
+        raise EdgekdError(f"TFLite teacher {path} takes inputs of shape {runner.shape}; edgekd needs images "
+                          "(batch, H, W, C) or (batch, C, H, W)")
+    if dims[2] <= 4 < dims[0]:  # NHWC, as TFLite files usually are
+        return Loaded(None, (dims[2], dims[0], dims[1]), lambda x: runner(np.ascontiguousarray(x.transpose(0, 2, 3, 1))),
+                      "litert")
+    return Loaded(None, tuple(dims), runner, "litert")
+
+
+def _load_callable(spec: str, opts: LoadOptions) -> Loaded:
+    module_name, _, attr = spec.partition(":")
+    if str(Path.cwd()) not in sys.path:  # `edgekd` started from a console script does not see ./
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        fn = importlib.import_module(module_name)
+        for part in attr.split("."):
+            fn = getattr(fn, part)
+    except Exception as e:  # noqa: BLE001 - importing runs the user's module
+        raise EdgekdError(f"cannot import the teacher callable {spec} ({type(e).__name__}: {_first_line(e)})") from None
+    if not callable(fn):
+        raise EdgekdError(f"teacher {spec} is not callable")
+    shape = opts.input_shape or getattr(fn, "input_shape", None)
+    if not shape:
+        raise EdgekdError(f"a callable teacher takes no file to read its input shape from: pass --input-shape C,H,W "
+                          f"(or give {attr} an input_shape attribute)")
+
+    def run(x: np.ndarray):
+        result = {}
+
+        def call():
+            try:
+                result["out"] = np.asarray(fn(x), dtype=np.float32)
+            except BaseException as e:  # noqa: BLE001 - reported below, in one line
+                result["error"] = e
+
+        worker = threading.Thread(target=call, daemon=True)  # daemon: a hung callable cannot hold the exit
+        worker.start()
+        worker.join(opts.timeout)
+        if worker.is_alive():
+            raise EdgekdError(f"teacher {spec} took more than {opts.timeout:g} s for a batch of {len(x)}; "
+                              "make it faster or raise --teacher-timeout")
+        if "error" in result:
+            e = result["error"]
+            raise EdgekdError(f"teacher {spec} raised {type(e).__name__}: {_first_line(e)}")
+        return result["out"]
+
+    return Loaded(None, tuple(shape), run, "callable")
 
 
 def _load_checkpoint(path: Path, opts: LoadOptions) -> Loaded:
@@ -213,8 +367,10 @@ FORMATS = {
     # name: (loader, what it is)
     "torch-export": (_load_export, "torch.export archive (.pt2)"),
     "torchscript": (_load_torchscript, "TorchScript archive (torch.jit.save)"),
-    "onnx": (_load_onnx, "ONNX model, converted to torch with onnx2torch"),
+    "onnx": (_load_onnx, "ONNX model, converted to torch with onnx2torch, else run in onnxruntime"),
     "checkpoint": (_load_checkpoint, "torch.save state_dict (+ --teacher-arch) or pickled module"),
+    "tflite": (_load_tflite, "TFLite flatbuffer, run in LiteRT (float or int8)"),
+    "callable": (_load_callable, "Python callable package.module:function"),
 }
 
 
@@ -297,22 +453,42 @@ class TeacherOutput(NamedTuple):
     maps: list  # output of each resolution stage, when asked for
 
 
+class QueryBudgetSpent(Exception):
+    """A teacher call would go past --max-queries; raised before the teacher sees the batch."""
+
+
 @dataclass
 class Teacher:
-    path: Path
+    path: Path  # for a callable teacher, its package.module:function
     format: str
     sha256: str
-    graph: torch.fx.GraphModule
+    graph: torch.fx.GraphModule | None  # None: query-only (see runner)
     input_shape: tuple[int, int, int]
     num_classes: int
     batch_one: bool  # the graph was captured for batch 1: run per sample under vmap
+    runner: Callable | None = None  # the forward pass of a query-only teacher
+    backend: str = "torch"
+    output: str = "logits"  # what the teacher returns: logits | probabilities | label
+    note: str | None = None
     bn_nodes: list = field(default_factory=list)  # the BatchNorm nodes of the graph
     feature_node: object = None  # input of the last linear layer
     feature_dim: int = 0
     stage_nodes: list = field(default_factory=list)  # last node of each spatial size
-    params: int = 0
-    macs: int = 0
+    params: int | None = 0
+    macs: int | None = 0
+    # Samples the teacher has been asked about, and the most it may be (--max-queries).
+    # before_query(total) runs before each call: distill records the total there first, so a
+    # kill can lose a checkpoint but never the count of queries spent.
+    queries: int = 0
+    query_limit: int | None = None
+    before_query: Callable | None = field(default=None, repr=False)
+    device: torch.device = torch.device("cpu")
     _graphs: dict = field(default_factory=dict, repr=False)  # (bn, maps) -> rewritten graph
+
+    @property
+    def source(self) -> str:
+        """What load_teacher takes to load it again."""
+        return str(self.path) if self.format == "callable" else str(self.path.resolve())
 
     @property
     def bn_stats(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -325,22 +501,38 @@ class Teacher:
         return [tuple(n.meta["tensor_meta"].shape[2:]) for n in self.stage_nodes]
 
     def to(self, device):
-        self.graph.to(device)
+        self.device = torch.device(device)
+        if self.graph is not None:
+            self.graph.to(device)
         self._graphs.clear()  # rewritten graphs hold the buffers of before the move
         return self
 
     @property
     def access(self) -> set[str]:
-        """What distillation methods may use besides gradients through the logits."""
-        return {"logits"} | ({"features"} if self.feature_node is not None else set()) | (
+        """What distillation methods may use: "gradients" through the teacher to its input, and
+        besides its outputs, its penultimate "features" and "bn" statistics."""
+        if self.graph is None or self.output == "label":
+            return {"outputs"}
+        return {"outputs", "gradients"} | ({"features"} if self.feature_node is not None else set()) | (
             {"bn"} if self.bn_nodes else set())
 
     def __call__(self, x):
         return self.run(x).logits
 
+    def count_queries(self, n: int):
+        if self.query_limit is not None and self.queries + n > self.query_limit:
+            raise QueryBudgetSpent
+        if self.before_query:
+            self.before_query(self.queries + n)
+        self.queries += n
+
     def run(self, x, bn: bool = False, maps: bool = False) -> TeacherOutput:
         """Logits and penultimate features, plus the BatchNorm inputs and the stage feature maps
-        when asked for."""
+        when asked for. A query-only teacher gives its outputs alone, as logits."""
+        self.count_queries(len(x))
+        if self.graph is None:
+            out = torch.from_numpy(self.runner(x.detach().float().cpu().numpy())).to(x.device)
+            return TeacherOutput(self.as_logits(out), None, [], [])
         key = (bn, maps)
         if key not in self._graphs:
             extra = ([self.feature_node] if self.feature_node is not None else []) + \
@@ -354,21 +546,42 @@ class Teacher:
         logits, rest = outs[0], list(outs[1:])
         features = rest.pop(0).flatten(1) if self.feature_node is not None else None
         bn_inputs = rest[:len(self.bn_nodes)] if bn else []
-        return TeacherOutput(logits, features, bn_inputs, rest[len(bn_inputs):])
+        return TeacherOutput(self.as_logits(logits), features, bn_inputs, rest[len(bn_inputs):])
+
+    def as_logits(self, out: torch.Tensor) -> torch.Tensor:
+        """The teacher's answer as logits: probabilities become log-probabilities (the same
+        softmax), a label becomes one-hot logits LABEL_LOGIT apart."""
+        if self.output == "probabilities":
+            return out.clamp_min(1e-12).log()
+        if self.output == "label":
+            labels = out.argmax(1) if out.dim() == 2 else out.long()
+            return torch.nn.functional.one_hot(labels, self.num_classes).float() * LABEL_LOGIT
+        return out
 
 
-def load_teacher(path, input_shape=None, arch=None, trust_pickle=False) -> Teacher:
+def load_teacher(path, input_shape=None, arch=None, trust_pickle=False, backend="auto", output="auto",
+                 timeout=60.0) -> Teacher:
+    """`backend` (BACKENDS) picks differentiable or query-only; `output` (OUTPUTS) says what the
+    teacher returns, told apart on a probe batch when "auto"; `timeout` bounds one call of a
+    callable teacher."""
+    spec = str(path)
     path = Path(path)
-    if not path.is_file():
-        raise EdgekdError(f"teacher file {path} not found")
-    fmt = detect_format(path)
-    opts = LoadOptions(tuple(input_shape) if input_shape else None, arch, trust_pickle)
+    if path.is_file():
+        fmt = detect_format(path)
+    elif CALLABLE_SPEC.fullmatch(spec) and not path.suffix.lower() in (".pt", ".pt2", ".onnx", ".tflite", ".th"):
+        fmt = "callable"
+    else:
+        raise EdgekdError(f"teacher file {path} not found (a callable teacher is written package.module:function)")
+    opts = LoadOptions(tuple(input_shape) if input_shape else None, arch, trust_pickle, backend, timeout)
     try:
-        loaded = FORMATS[fmt][0](path, opts)
+        loaded = FORMATS[fmt][0](spec if fmt == "callable" else path, opts)
     except EdgekdError:
         raise
     except Exception as e:  # noqa: BLE001 - a corrupt file can fail anywhere inside a loader
         raise EdgekdError(f"cannot load {FORMATS[fmt][1]} {path} ({_first_line(e)})") from None
+    if backend == "runtime" and loaded.graph is not None:
+        raise EdgekdError(f"--teacher-backend runtime runs ONNX, TFLite and callable teachers; {path} is a "
+                          f"{FORMATS[fmt][1]}: export it to ONNX to query it through onnxruntime")
     gm = loaded.graph
     shape = tuple(input_shape or loaded.input_shape or ())
     if not shape:
@@ -376,45 +589,91 @@ def load_teacher(path, input_shape=None, arch=None, trust_pickle=False) -> Teach
     if loaded.input_shape and input_shape and tuple(input_shape) != loaded.input_shape:
         raise EdgekdError(f"teacher {path} takes inputs of shape {_fmt(loaded.input_shape)}, "
                           f"not {_fmt(input_shape)}; drop --input-shape or correct it")
-    nodes = list(gm.graph.nodes)
-    bn_nodes = [n for n in nodes if _is_batch_norm(gm, n)]
-    linears = [n for n in nodes if _is_linear(gm, n)]
     teacher = Teacher(
-        path=path, format=fmt, sha256=sha256(path), graph=gm, input_shape=shape, num_classes=0,
-        batch_one=False,
-        bn_nodes=bn_nodes,
-        feature_node=_linear_input(linears[-1]) if linears else None,
-        params=sum(p.numel() for p in gm.parameters()) + sum(b.numel() for b in gm.buffers()))
-    teacher.num_classes, teacher.batch_one, teacher.feature_dim = _probe_forward(teacher)
-    teacher.stage_nodes = _stage_nodes(gm, torch.zeros(1 if teacher.batch_one else 2, *shape))
-    teacher.macs = count_macs(teacher, shape)
+        path=path, format=fmt, sha256=_callable_hash(spec) if fmt == "callable" else sha256(path), graph=gm,
+        input_shape=shape, num_classes=0, batch_one=False, runner=loaded.runner, backend=loaded.backend,
+        note=loaded.note, params=None, macs=None)
+    if gm is not None:
+        nodes = list(gm.graph.nodes)
+        linears = [n for n in nodes if _is_linear(gm, n)]
+        teacher.bn_nodes = [n for n in nodes if _is_batch_norm(gm, n)]
+        teacher.feature_node = _linear_input(linears[-1]) if linears else None
+        teacher.params = sum(p.numel() for p in gm.parameters()) + sum(b.numel() for b in gm.buffers())
+    teacher.num_classes, teacher.batch_one, teacher.feature_dim, teacher.output = _probe_forward(teacher, output)
+    if gm is not None:
+        teacher.stage_nodes = _stage_nodes(gm, torch.zeros(1 if teacher.batch_one else 2, *shape))
+        teacher.macs = count_macs(teacher, shape)
     return teacher
 
 
-def _probe_forward(teacher: Teacher) -> tuple[int, bool, int]:
-    """Runs the teacher once: the class count, whether it only takes batches of one, and the
-    size of its penultimate features."""
+def _callable_hash(spec: str) -> str:
+    """A callable teacher's identity: its name and the source file of its module."""
+    digest = hashlib.sha256(spec.encode())
+    module = sys.modules.get(spec.partition(":")[0])
+    if getattr(module, "__file__", None):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def _probe_forward(teacher: Teacher, output: str) -> tuple[int, bool, int, str]:
+    """Runs the teacher on a few probe batches: the class count, whether it only takes batches of
+    one, the size of its penultimate features and what it returns (logits, probabilities or a
+    label, when `output` is "auto")."""
+    probe = torch.rand(4, *teacher.input_shape, generator=torch.Generator().manual_seed(0))
+    teacher.output = "logits"  # raw outputs while probing
     with torch.no_grad():
         try:
-            logits, features, *_ = teacher.run(torch.zeros(2, *teacher.input_shape))
+            raw, features, *_ = teacher.run(probe)
             batch_one = False
         except EdgekdError:
             raise
         except Exception as e:  # noqa: BLE001
             try:
                 teacher.batch_one = batch_one = True
-                logits, features, *_ = teacher.run(torch.zeros(1, *teacher.input_shape))
+                raw, features, *_ = teacher.run(probe[:1])
             except EdgekdError:
                 raise
             except Exception:  # noqa: BLE001
                 raise EdgekdError(f"the teacher rejects inputs of shape {_fmt(teacher.input_shape)} "
                                   f"({_first_line(e)}); pass the right --input-shape C,H,W") from None
-    if logits.dim() != 2 or logits.shape[0] != (1 if batch_one else 2) or logits.shape[1] < 2:
-        raise EdgekdError(f"the teacher returns a tensor of shape {tuple(logits.shape)}; edgekd needs "
-                          "class logits of shape (batch, classes)")
-    if not torch.isfinite(logits).all():
-        raise EdgekdError("the teacher returns NaN or infinite logits on a zero input")
-    return logits.shape[1], batch_one, 0 if features is None else features.shape[1]
+    n = 1 if batch_one else len(probe)
+    labels_only = raw.dim() == 1 and raw.shape[0] == n
+    if not labels_only and (raw.dim() != 2 or raw.shape[0] != n or raw.shape[1] < 2):
+        raise EdgekdError(f"the teacher returns a tensor of shape {tuple(raw.shape)} for a batch of {n}; edgekd "
+                          "needs (batch, classes) logits or probabilities, or (batch,) labels")
+    if not torch.isfinite(raw).all():
+        raise EdgekdError("the teacher returns NaN or infinite values on probe inputs")
+    if labels_only:
+        if output not in ("auto", "label"):
+            raise EdgekdError(f"the teacher returns one label per input, not {output}; use --teacher-output label")
+        if (raw != raw.round()).any() or (raw < 0).any():
+            raise EdgekdError("the teacher returns one value per input that is not a class index")
+        output = "label"
+        num_classes = _declared_classes(teacher)
+    else:
+        num_classes = raw.shape[1]
+        if output == "auto":
+            sums_to_one = (raw >= 0).all() and torch.allclose(raw.sum(1), torch.ones(n), atol=1e-3)
+            output = "probabilities" if sums_to_one else "logits"
+    return num_classes, batch_one, 0 if features is None else features.shape[1], output
+
+
+def _declared_classes(teacher: Teacher) -> int:
+    count = getattr(_callable_target(teacher), "num_classes", None)
+    if not count:
+        raise EdgekdError(f"teacher {teacher.path} returns labels only, so edgekd cannot count its classes; "
+                          "give the callable a num_classes attribute")
+    return int(count)
+
+
+def _callable_target(teacher: Teacher):
+    if teacher.format != "callable":
+        return None
+    module, _, attr = str(teacher.path).partition(":")
+    obj = sys.modules.get(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+    return obj
 
 
 def _fmt(shape) -> str:

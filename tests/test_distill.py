@@ -87,12 +87,13 @@ def test_teacher_info_json(unseen):
     info = json.loads(result.stdout)
     assert info["format"] == "torchscript" and info["input_shape"] == [1, 28, 28]
     assert info["num_classes"] == 10 and info["batchnorm_layers"] == 3
-    assert set(info["methods"]) == {"condbn", "fast", "dafl", "bnstats", "ddad", "cgdd"} and info["auto_method"] == AUTO_FOR_BN_TEACHERS
+    assert set(info["methods"]) == {"condbn", "fast", "dafl", "bnstats", "ddad", "cgdd", "proxy"}
+    assert info["auto_method"] == AUTO_FOR_BN_TEACHERS and info["access"] == "gradients"
     assert info["macs"] > 100_000 and info["params"] > 10_000
 
 
 @pytest.mark.parametrize("fmt", ["pt2", "onnx"])
-@pytest.mark.parametrize("method", ["condbn", "fast", "dafl", "bnstats", "ddad", "cgdd"])
+@pytest.mark.parametrize("method", ["condbn", "fast", "dafl", "bnstats", "ddad", "cgdd", "proxy"])
 def test_every_method_trains_from_pt2_and_onnx(unseen, fmt, method):
     torch.manual_seed(0)
     teacher = load_teacher(unseen[fmt])
@@ -108,7 +109,7 @@ def test_every_method_trains_from_pt2_and_onnx(unseen, fmt, method):
     assert any((a - b).abs().sum() > 0 for a, b in zip(before, student.parameters()))
 
 
-@pytest.mark.parametrize("method", ["condbn", "fast", "bnstats", "ddad", "dafl", "cgdd"])
+@pytest.mark.parametrize("method", ["condbn", "fast", "bnstats", "ddad", "dafl", "cgdd", "proxy"])
 def test_generator_step_descends_its_own_objective(method):
     """One generator update, then the same noise again: the method's generator objective must
     be lower. A sign flip in the update raises it; a step that moves nothing leaves it equal."""
@@ -263,8 +264,15 @@ def _bad_inputs(tmp_path, unseen, mnist):
     no_bn = tmp_path / "lenet5.ts"
     torch.jit.save(torch.jit.trace(create_student("lenet5", 1, 10, (28, 28)).eval(), torch.zeros(1, 1, 28, 28)),
                    str(no_bn))
+    broken_tflite = tmp_path / "broken.tflite"
+    broken_tflite.write_bytes(b"\x1c\x00\x00\x00TFL3" + os.urandom(500))
     return [
         (["distill", tmp_path / "missing.pt2"], "not found"),
+        (["distill", broken_tflite], "cannot load TFLite flatbuffer"),
+        (["distill", "nosuchmodule:predict", "--input-shape", "1,28,28"], "cannot import the teacher callable"),
+        (["distill", unseen["pt2"], "--teacher-backend", "runtime"], "--teacher-backend runtime runs ONNX"),
+        (["distill", unseen["onnx"], "--teacher-backend", "runtime", "--method", "dafl"],
+         "gradients (a differentiable graph)"),
         (["distill", truncated], "truncated"),
         (["distill", garbage], "not a valid ONNX"),
         (["distill", pickled], "--trust-pickle"),

@@ -6,7 +6,10 @@ quantizers see exactly what a device will feed. They come from, in order of pref
   2. the run's trained generator(s), which produce inputs the teacher classifies confidently;
   3. inputs synthesized from the model's own BatchNorm statistics (ZeroQ, Cai et al. 2020):
      a batch is optimised until the mean and variance of every BatchNorm input match the
-     running statistics stored in the layer, i.e. the activation ranges real data would produce.
+     running statistics stored in the layer, i.e. the activation ranges real data would produce;
+  4. for a model without BatchNorm, inputs synthesized from its outputs: optimised until the
+     model puts each in a preset class, the classes spread evenly (DAFL's confident and
+     class-balanced outputs), so every class's activation ranges are seen.
 """
 import torch
 
@@ -44,15 +47,13 @@ def from_generators(generators, n: int, to_pixels, seed: int) -> torch.Tensor:
     return to_pixels(torch.cat(parts)).clamp(0, 1)
 
 
-def from_bn_statistics(teacher, n: int, to_model, seed: int, steps: int = SYNTH_STEPS,
-                       progress=None) -> torch.Tensor:
-    """n inputs whose BatchNorm input statistics match the model's running statistics (ZeroQ).
+def synthesize(model, n: int, to_model, seed: int, steps: int = SYNTH_STEPS) -> tuple[torch.Tensor, str]:
+    """n inputs made from the model alone (3. or 4. above), and how they were made.
 
-    `teacher` is a loaded edgekd Teacher (BN nodes known); `to_model` maps [0, 1] images to the
+    `model` is a loaded edgekd Teacher (BN nodes known); `to_model` maps [0, 1] images to the
     model's input space (normalisation). Optimised in pixel space so every sample stays a valid
     image."""
-    if not teacher.bn_nodes:
-        raise EdgekdError("the model has no BatchNorm layers to synthesize calibration data from; "
-                          "pass --calib PATH with a few hundred real images (or export from a run "
-                          "directory, whose generator provides samples)")
-    return invert(teacher, n, to_model, seed, steps, progress=progress)
+    if model.bn_nodes:
+        return invert(model, n, to_model, seed, steps), "synthesized from the model's BatchNorm statistics"
+    return (invert(model, n, to_model, seed, steps, class_targets=True),
+            "synthesized for confident, class-balanced outputs (the model has no BatchNorm)")

@@ -19,15 +19,14 @@ CALIB_SEED, HELD_OUT_SEED = 0, 1
 
 
 def samples(source: Source, calib: str, n: int, seed: int, log, steps=calibration.SYNTH_STEPS):
-    """(images in [0, 1], description): real data, the run's generators, or BN synthesis."""
+    """(images in [0, 1], description): real data, the run's generators, or synthesis."""
     if calib != "synthetic":
         return calibration.from_data(calib, n, source.model.input_shape, seed), f"real images from {calib}"
     if source.generators:
         return (calibration.from_generators(source.generators, n, source.to_pixels, seed),
                 "samples of the run's generator")
-    log(f"synthesizing {n} samples from the model's BatchNorm statistics ...")
-    x = calibration.from_bn_statistics(source.model, n, source.to_model_space, seed, steps)
-    return x, "synthesized from the model's BatchNorm statistics"
+    log(f"synthesizing {n} samples from the model alone ...")
+    return calibration.synthesize(source.model, n, source.to_model_space, seed, steps)
 
 
 def export(source: Source, out: Path, formats: list[str], precisions: list[str], flags: set,

@@ -68,14 +68,19 @@ def ops(path) -> list[str]:
 
 
 class Runner:
-    """Runs the file in onnxruntime, one thread (like a small device, and fair to the host)."""
+    """Runs an ONNX file in onnxruntime: one thread by default (like a small device, and fair to
+    the host); query-only teachers run it with more. A file whose batch dimension is fixed
+    (torch's default exporter writes batch 1) is fed in chunks of that size."""
 
-    def __init__(self, path):
+    def __init__(self, path, threads: int = 1):
         options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        inp = self.session.get_inputs()[0]
+        self.name, self.shape = inp.name, list(inp.shape)
+        self.chunk = self.shape[0] if isinstance(self.shape[0], int) and self.shape[0] > 0 else 256
 
-    def __call__(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
-        return np.concatenate([self.session.run(None, {INPUT: x[i:i + batch]})[0]
-                               for i in range(0, len(x), batch)])
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.concatenate([self.session.run(None, {self.name: x[i:i + self.chunk]})[0]
+                               for i in range(0, len(x), self.chunk)])

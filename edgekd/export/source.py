@@ -67,6 +67,9 @@ def load_source(path, teacher_arch=None, input_shape=None, mean=None, std=None, 
     if not path.exists():
         raise EdgekdError(f"{path} not found: pass a run directory from `edgekd distill` or a model file")
     model = load_teacher(path, input_shape, teacher_arch, trust_pickle)
+    if model.graph is None:
+        raise EdgekdError(f"{path} runs only in {model.backend}, so edgekd cannot re-export it; "
+                          "export the run directory of a student distilled from it")
     meta = read_metadata(path)
     mean = mean if mean is not None else meta.get("mean")
     std = std if std is not None else meta.get("std")

@@ -3,6 +3,7 @@ through ai-edge-quantizer; every file runs in ai-edge-litert's interpreter."""
 import contextlib
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -101,20 +102,52 @@ def ops(path) -> list[str]:
     return sorted(names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "CUSTOM") for c in codes)
 
 
-class Runner:
-    """The interpreter, one thread, batch 1; int8 inputs and outputs are (de)quantized here with
-    the file's own scale and zero point, exactly as a device would."""
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silences the interpreter's C++ log line ("INFO: Created TensorFlow Lite XNNPACK delegate"),
+    which would break edgekd's promise of one-line errors on stderr."""
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
-    def __init__(self, path):
-        self.interp = Interpreter(model_path=str(path), num_threads=1)
-        self.interp.allocate_tensors()
+
+class Runner:
+    """Runs a .tflite file in LiteRT's interpreter, one thread by default; int8 inputs and outputs
+    are (de)quantized here with the file's own scale and zero point, exactly as a device would.
+    A batch runs in one call when the interpreter accepts a resized input, else sample by sample."""
+
+    def __init__(self, path, threads: int = 1):
+        with quiet_stderr():
+            self.interp = Interpreter(model_path=str(path), num_threads=threads)
+            self.interp.allocate_tensors()
         self.input = self.interp.get_input_details()[0]
         self.output = self.interp.get_output_details()[0]
+        self.shape = [int(d) for d in self.input["shape"]]
+        self.batch = self.shape[0]  # the batch the interpreter is allocated for
+        self.fixed_batch = False
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if not self.fixed_batch and len(x) != self.shape[0]:
+            try:
+                return self._run(x, len(x))
+            except (RuntimeError, ValueError):  # a graph built for its batch size only
+                self.fixed_batch, self.batch = True, -1  # -1: resize back before the next call
+        return self._run(x, self.shape[0])
+
+    def _run(self, x: np.ndarray, step: int) -> np.ndarray:
+        if step != self.batch:
+            self.interp.resize_tensor_input(self.input["index"], [step, *self.shape[1:]])
+            with quiet_stderr():
+                self.interp.allocate_tensors()
+            self.batch = step
         out = []
-        for sample in x:
-            self.interp.set_tensor(self.input["index"], self._quantize(sample[None]))
+        for i in range(0, len(x), step):
+            self.interp.set_tensor(self.input["index"], self._quantize(x[i:i + step]))
             self.interp.invoke()
             out.append(self._dequantize(self.interp.get_tensor(self.output["index"])))
         return np.concatenate(out)

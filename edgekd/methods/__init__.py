@@ -4,12 +4,13 @@ from ..registry import Registry
 
 METHODS = Registry("method")
 
-from . import bnstats, cgdd, condbn, dafl, ddad, fast  # noqa: E402,F401  (each registers itself)
+from . import bnstats, cgdd, condbn, dafl, ddad, fast, proxy  # noqa: E402,F401  (each registers itself)
 
 # `--method auto` takes the first one the teacher's access allows. The order is what the
 # benchmarks measured (README, "Time to accuracy", benchmarks/time_to_accuracy.py): condbn leads
-# on teachers with BatchNorm, dafl on teachers without.
-AUTO_ORDER = ["condbn", "bnstats", "fast", "ddad", "dafl", "cgdd"]
+# on teachers with BatchNorm, dafl on teachers without; proxy, the only one that needs no
+# gradients, on teachers that can only be run.
+AUTO_ORDER = ["condbn", "bnstats", "fast", "ddad", "dafl", "cgdd", "proxy"]
 
 
 def usable_methods(access: set) -> list[str]:
@@ -22,7 +23,8 @@ def resolve_method(name: str, access: set) -> str:
     cls = METHODS.get(name)
     missing = cls.needs - access
     if missing:
-        what = {"bn": "BatchNorm layers", "features": "a final linear layer"}
+        what = {"bn": "BatchNorm layers", "features": "a final linear layer",
+                "gradients": "gradients (a differentiable graph)"}
         raise EdgekdError(
             f"method '{name}' needs {' and '.join(what[m] for m in sorted(missing))} in the teacher, "
             f"which this teacher does not expose; usable here: {', '.join(usable_methods(access))}")

@@ -121,10 +121,10 @@ def discrepancy(student_logits, teacher_logits):
 
 class Method:
     """One data-free distillation method. Subclasses set `needs` (what teacher access they
-    require beyond logits: "bn", "features"), `defaults` (their paper's settings) and
+    require beyond its outputs: "gradients" to its input, "bn", "features"), `defaults` (their paper's settings) and
     `conditional` (generators take a class label), and implement `generator_step`."""
 
-    needs: set = set()
+    needs: set = {"gradients"}
     defaults: dict = {}
     conditional = False
     # What edgekd adds to the paper's method; `edgekd methods` lists it.

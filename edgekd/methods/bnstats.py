@@ -23,7 +23,7 @@ def gaussian_kl_loss(batch_stats, bn_stats, eps: float = 1e-5):
 
 @METHODS.register("bnstats")
 class BNStats(Method):
-    needs = {"bn"}
+    needs = {"gradients", "bn"}
     defaults = {"num_generators": 2, "lr_generator": 1e-2,
                 "w_bn": 1.0, "w_onehot": 0.5, "w_entropy": 5.0}
 

@@ -57,7 +57,7 @@ class StageMaps:
 
 @METHODS.register("cgdd")
 class CGDD(Method):
-    needs = set()  # logits suffice; feature maps, when the teacher's graph has them, add attention transfer
+    needs = {"gradients"}  # feature maps, when the teacher's graph has them, add attention transfer
     conditional = True
     student_needs = {"maps"}
     # w_attention: the weight attention transfer has in ZSKT (Micaelli & Storkey 2019).

@@ -17,7 +17,7 @@ from ..pool import augment
 
 @METHODS.register("condbn")
 class ConditionalBNStats(Method):
-    needs = {"bn"}
+    needs = {"gradients", "bn"}
     conditional = True
     # Sized on the 2-core CPU (README, "Time to accuracy"): a 32-wide generator at batch 64
     # made 1.4 batches a second through a ResNet-56, so 40 % of a 20-minute budget pooled 43k

@@ -9,7 +9,7 @@ from .base import Method, Synthesis, negative_entropy_of_mean
 
 @METHODS.register("dafl")
 class DAFL(Method):
-    needs = {"features"}
+    needs = {"gradients", "features"}
     # The paper's loss weights; its lr_G of 0.2 at batch 512 collapses the generator at the
     # CPU-sized batch of the common defaults. recipes/dafl-*.yaml restore every published setting.
     defaults = {"lr_generator": 1e-2, "w_onehot": 1.0, "w_entropy": 5.0, "w_activation": 0.1}

@@ -8,7 +8,7 @@ from .base import Method, Synthesis, batch_statistics, bn_statistics_loss, discr
 
 @METHODS.register("ddad")
 class DDAD(Method):
-    needs = {"bn"}
+    needs = {"gradients", "bn"}
     defaults = {"lr_generator": 1e-2, "w_bn": 1.0, "w_first_bn": 1.0, "w_adv": 1.0}
 
     def generator_step(self, iteration, student_training):

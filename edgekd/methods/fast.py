@@ -18,7 +18,7 @@ from ..pool import augment
 
 @METHODS.register("fast")
 class Fast(Method):
-    needs = {"bn"}
+    needs = {"gradients", "bn"}
     # Sized for a 2-core CPU (benchmarks/time_to_accuracy.py); recipes/fast-*.yaml has the
     # paper's GPU settings. Batch 64 and a 32-wide generator give 4x more generator updates per
     # second than the paper's 256 and 128; the student waits for 40 % of the budget (the paper:

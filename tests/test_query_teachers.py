@@ -1,0 +1,147 @@
+"""Teachers edgekd can only run: ONNX files torch's default exporter writes (differentiable after
+all, or queried through onnxruntime on request), TFLite files (float and int8) in LiteRT, and any
+Python callable; the query budget, across kill -9 and --resume; one-line errors for broken callables."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from edgekd.data import load_dataset
+from edgekd.teacher import load_teacher
+from test_distill import EMBEDDED, assert_one_line_error, edgekd
+
+TESTS = Path(__file__).resolve().parent
+CALLABLE_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+TINY = ["--set", "batch_size=16", "--set", "student_steps=1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def default_onnx(tmp_path_factory) -> Path:
+    """The embedded LeNet-5 written by torch.onnx.export with every default (opset 18+, batch 1)."""
+    path = tmp_path_factory.mktemp("onnx") / "lenet5.onnx"
+    torch.onnx.export(torch.export.load(str(EMBEDDED)).module(), (torch.zeros(1, 1, 28, 28),), str(path))
+    return path
+
+
+def test_default_onnx_export_is_differentiable_and_queryable(default_onnx, shared):
+    import onnx
+
+    assert onnx.load(str(default_onnx)).opset_import[0].version >= 18
+    digits = load_dataset(shared / "datasets" / "mnist", "test", 256).x
+    session = ort.InferenceSession(str(default_onnx))
+    reference = np.concatenate([session.run(None, {session.get_inputs()[0].name: d[None].numpy()})[0]
+                                for d in digits])
+    graph = load_teacher(default_onnx)
+    assert graph.backend == "torch" and "gradients" in graph.access and graph.note is None
+    x = digits.clone().requires_grad_(True)
+    logits = graph(x)
+    assert np.allclose(logits.detach().numpy(), reference, atol=1e-4)
+    logits[:, 3].sum().backward()
+    assert x.grad.abs().sum() > 0  # gradients reach the input
+    queried = load_teacher(default_onnx, backend="runtime")
+    assert queried.backend == "onnxruntime" and queried.access == {"outputs"}
+    assert np.allclose(queried(digits).numpy(), reference, atol=1e-5)
+    assert queried.queries == 4 + 256  # the loader's probe batch, then these
+
+
+def test_onnx_teacher_distils_both_ways(default_onnx, tmp_path):
+    for backend, method in (("auto", "dafl"), ("runtime", "proxy")):  # the export folds BatchNorm away
+        out = tmp_path / backend
+        result = edgekd("distill", default_onnx, "--teacher-backend", backend, "--iterations", 3, "--out", out, *TINY)
+        assert result.returncode == 0, result.stderr
+        assert json.loads((out / "summary.json").read_text())["method"] == method
+    assert "the teacher can only be queried (onnxruntime" in " ".join(result.stdout.split())
+
+
+@pytest.mark.parametrize("name", ["pretrainedResnet.tflite", "pretrainedResnet_quant.tflite"])
+def test_tflite_teacher_float_and_int8(shared, name, tmp_path):
+    """MLPerf Tiny's ResNet-8 (NHWC, raw 0-255 inputs, published 87.19 / 86.97 % on CIFAR-10):
+    read, scored, and distilled from, through LiteRT alone."""
+    path = shared / "reference-models" / "mlperf-tiny-ic" / name
+    raw = ["--mean", "0,0,0", "--std", ",".join([str(1 / 255)] * 3)]  # inputs of 0..255
+    info = json.loads(edgekd("teacher", "info", path, "--json").stdout)
+    assert info["access"] == "queries only" and info["backend"] == "litert"
+    assert info["input_shape"] == [3, 32, 32] and info["num_classes"] == 10 and info["auto_method"] == "proxy"
+    scored = edgekd("eval", path, "--data", shared / "datasets" / "cifar10", "--limit", 500, "--json", *raw)
+    assert scored.returncode == 0, scored.stderr
+    assert json.loads(scored.stdout)["top1"] > 80
+    out = tmp_path / "run"
+    result = edgekd("distill", path, "--iterations", 4, "--out", out, *raw, *TINY)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "proxy" and summary["teacher_queries"] == 4 * 16 * 2  # image + its difference
+
+
+def queries_logged(path: Path) -> int:
+    return sum(int(line) for line in path.read_text().split()) if path.exists() else 0
+
+
+def test_query_budget_holds_across_kill_9_and_resume(tmp_path):
+    out, log, budget = tmp_path / "run", tmp_path / "queries.log", 6000
+    env = {**CALLABLE_ENV, "QUERY_LOG": str(log)}
+    args = ["distill", "query_teacher:probabilities", "--max-queries", budget, "--iterations", 600,
+            "--checkpoint-every", 5, "--out", out, *TINY]
+    proc = subprocess.Popen([sys.executable, "-m", "edgekd.cli", *map(str, args)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ledger = out / "teacher_queries.txt"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (ledger.exists() and int(ledger.read_text() or 0) > budget // 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    spent_before = int(ledger.read_text())
+    assert budget // 3 < spent_before < budget
+    result = edgekd("distill", "--resume", out, "--no-progress", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "query budget spent: 6,000 teacher queries" in " ".join(result.stdout.split())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["teacher_queries"] == budget and summary["iterations"] == 600  # the student went on
+    # What the teacher really answered: training's queries, plus what each process asked before
+    # training (the same in both: the loader's probe, the probe set's labels, the flip test),
+    # which the budget does not cover.
+    training = queries_logged(log) - 2 * summary["teacher_queries_not_budgeted"]
+    assert budget - 2 * 16 < training <= budget
+    config = (out / "config.yaml").read_text()
+    assert "output: probabilities" in config and "format: callable" in config
+
+
+def test_label_only_callable_teacher(tmp_path, shared):
+    out = tmp_path / "run"
+    result = edgekd("distill", "query_teacher:labels", "--input-shape", "1,28,28", "--iterations", 300,
+                    "--eval-data", shared / "datasets" / "mnist", "--out", out, "--no-progress", env=CALLABLE_ENV)
+    assert result.returncode == 0, result.stderr
+    assert "(callable, label out)" in " ".join(result.stdout.split())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "proxy" and summary["teacher_queries"] == 300 * 64 * 2
+    assert summary["student_top1"] > 30  # chance: 10 %
+    # The student of a query-only teacher exports as any other, calibrated on its run's generator.
+    exported = edgekd("export", out, "--onnx", "--no-progress")
+    assert exported.returncode == 0, exported.stderr
+    int8 = json.loads((out / "export" / "export.json").read_text())["artifacts"][1]
+    assert int8["precision"] == "int8" and "generator" in int8["metadata"]["calibration"]
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("raises", "teacher query_teacher:raises raised ConnectionError: model server unreachable"),
+    ("wrong_shape", "returns a tensor of shape (4, 10, 2) for a batch of 4"),
+    ("nan", "returns NaN or infinite values"),
+    ("slow", "took more than 1 s for a batch of 4"),
+    ("missing", "cannot import the teacher callable query_teacher:missing (AttributeError"),
+    ("probabilities.nothing", "cannot import the teacher callable"),
+])
+def test_broken_callable_gives_one_line_and_no_run_directory(tmp_path, name, fragment):
+    out = tmp_path / "never"
+    started = time.time()
+    result = edgekd("distill", f"query_teacher:{name}", "--input-shape", "1,28,28", "--teacher-timeout", 1,
+                    "--iterations", 1, "--out", out, env=CALLABLE_ENV)
+    assert_one_line_error(result, fragment)
+    assert not out.exists()
+    assert time.time() - started < 25  # a hung callable does not hold the exit

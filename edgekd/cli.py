@@ -87,7 +87,7 @@ def cli():
 @cli.command()
 @click.argument("teacher", required=False, type=click.Path())
 @click.option("--student", help="student architecture (see `edgekd students`)")
-@click.option("--method", help="fast | bnstats | ddad | dafl | cgdd | auto (the best the teacher allows)")
+@click.option("--method", help="see `edgekd methods`; auto (default): the best the teacher allows")
 @click.option("--recipe", type=click.Path(), help="YAML recipe with the settings of a published experiment")
 @click.option("--out", type=click.Path(), help="run directory to create (default runs/<teacher>-<student>)")
 @click.option("--teacher-arch", help="zoo architecture of a plain state_dict teacher (e.g. resnet56)")

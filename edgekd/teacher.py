@@ -249,7 +249,11 @@ def _agrees_with_onnxruntime(graph, path: Path) -> bool:
 
 
 def _load_tflite(path: Path, opts: LoadOptions) -> Loaded:
-    from .export.tflite_format import Runner
+    try:
+        from .export.tflite_format import Runner
+    except ImportError:
+        raise EdgekdError("a .tflite teacher runs in LiteRT: pip install ai-edge-litert "
+                          "(or edgekd[tflite])") from None
 
     runner = Runner(path, torch.get_num_threads())
     dims = runner.shape[1:]
@@ -482,7 +486,6 @@ class Teacher:
     queries: int = 0
     query_limit: int | None = None
     before_query: Callable | None = field(default=None, repr=False)
-    device: torch.device = torch.device("cpu")
     _graphs: dict = field(default_factory=dict, repr=False)  # (bn, maps) -> rewritten graph
 
     @property
@@ -501,7 +504,6 @@ class Teacher:
         return [tuple(n.meta["tensor_meta"].shape[2:]) for n in self.stage_nodes]
 
     def to(self, device):
-        self.device = torch.device(device)
         if self.graph is not None:
             self.graph.to(device)
         self._graphs.clear()  # rewritten graphs hold the buffers of before the move

@@ -352,7 +352,7 @@ def methods():
     for name in AUTO_ORDER:
         cls = METHODS.get(name)
         paper = sys.modules[cls.__module__].__doc__.split(":")[0].strip()
-        table.add_row(name, ", ".join(sorted(cls.needs)) or "logits only", paper, cls.additions)
+        table.add_row(name, ", ".join(sorted(cls.needs)) or "its outputs only (queries)", paper, cls.additions)
     console.print(table)
 
 

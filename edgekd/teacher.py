@@ -60,6 +60,8 @@ class Loaded:
     runner: Callable | None = None  # query-only: float32 NCHW numpy batch -> numpy outputs
     backend: str = "torch"  # what runs it: torch | onnxruntime | litert | callable
     note: str | None = None  # why a teacher that could have had gradients runs query-only
+    sha256: str | None = None  # identity of a teacher that is not a file (a callable)
+    declared_classes: int | None = None  # for a teacher that answers with labels only
 
 
 def _zip_names(path: Path) -> list[str]:
@@ -303,7 +305,12 @@ def _load_callable(spec: str, opts: LoadOptions) -> Loaded:
             raise EdgekdError(f"teacher {spec} raised {type(e).__name__}: {_first_line(e)}")
         return result["out"]
 
-    return Loaded(None, tuple(shape), run, "callable")
+    digest = hashlib.sha256(spec.encode())  # its name and the source of its module
+    module = sys.modules.get(module_name)
+    if getattr(module, "__file__", None):
+        digest.update(Path(module.__file__).read_bytes())
+    return Loaded(None, tuple(shape), run, "callable", sha256=digest.hexdigest(),
+                  declared_classes=getattr(fn, "num_classes", None))
 
 
 def _load_checkpoint(path: Path, opts: LoadOptions) -> Loaded:
@@ -592,7 +599,7 @@ def load_teacher(path, input_shape=None, arch=None, trust_pickle=False, backend=
         raise EdgekdError(f"teacher {path} takes inputs of shape {_fmt(loaded.input_shape)}, "
                           f"not {_fmt(input_shape)}; drop --input-shape or correct it")
     teacher = Teacher(
-        path=path, format=fmt, sha256=_callable_hash(spec) if fmt == "callable" else sha256(path), graph=gm,
+        path=path, format=fmt, sha256=loaded.sha256 or sha256(path), graph=gm,
         input_shape=shape, num_classes=0, batch_one=False, runner=loaded.runner, backend=loaded.backend,
         note=loaded.note, params=None, macs=None)
     if gm is not None:
@@ -601,23 +608,15 @@ def load_teacher(path, input_shape=None, arch=None, trust_pickle=False, backend=
         teacher.bn_nodes = [n for n in nodes if _is_batch_norm(gm, n)]
         teacher.feature_node = _linear_input(linears[-1]) if linears else None
         teacher.params = sum(p.numel() for p in gm.parameters()) + sum(b.numel() for b in gm.buffers())
-    teacher.num_classes, teacher.batch_one, teacher.feature_dim, teacher.output = _probe_forward(teacher, output)
+    teacher.num_classes, teacher.batch_one, teacher.feature_dim, teacher.output = _probe_forward(
+        teacher, output, loaded.declared_classes)
     if gm is not None:
         teacher.stage_nodes = _stage_nodes(gm, torch.zeros(1 if teacher.batch_one else 2, *shape))
         teacher.macs = count_macs(teacher, shape)
     return teacher
 
 
-def _callable_hash(spec: str) -> str:
-    """A callable teacher's identity: its name and the source file of its module."""
-    digest = hashlib.sha256(spec.encode())
-    module = sys.modules.get(spec.partition(":")[0])
-    if getattr(module, "__file__", None):
-        digest.update(Path(module.__file__).read_bytes())
-    return digest.hexdigest()
-
-
-def _probe_forward(teacher: Teacher, output: str) -> tuple[int, bool, int, str]:
+def _probe_forward(teacher: Teacher, output: str, declared_classes: int | None) -> tuple[int, bool, int, str]:
     """Runs the teacher on a few probe batches: the class count, whether it only takes batches of
     one, the size of its penultimate features and what it returns (logits, probabilities or a
     label, when `output` is "auto")."""
@@ -650,32 +649,16 @@ def _probe_forward(teacher: Teacher, output: str) -> tuple[int, bool, int, str]:
             raise EdgekdError(f"the teacher returns one label per input, not {output}; use --teacher-output label")
         if (raw != raw.round()).any() or (raw < 0).any():
             raise EdgekdError("the teacher returns one value per input that is not a class index")
-        output = "label"
-        num_classes = _declared_classes(teacher)
+        if not declared_classes:
+            raise EdgekdError(f"teacher {teacher.path} returns labels only, so edgekd cannot count its classes; "
+                              "give the callable a num_classes attribute")
+        output, num_classes = "label", int(declared_classes)
     else:
         num_classes = raw.shape[1]
         if output == "auto":
             sums_to_one = (raw >= 0).all() and torch.allclose(raw.sum(1), torch.ones(n), atol=1e-3)
             output = "probabilities" if sums_to_one else "logits"
     return num_classes, batch_one, 0 if features is None else features.shape[1], output
-
-
-def _declared_classes(teacher: Teacher) -> int:
-    count = getattr(_callable_target(teacher), "num_classes", None)
-    if not count:
-        raise EdgekdError(f"teacher {teacher.path} returns labels only, so edgekd cannot count its classes; "
-                          "give the callable a num_classes attribute")
-    return int(count)
-
-
-def _callable_target(teacher: Teacher):
-    if teacher.format != "callable":
-        return None
-    module, _, attr = str(teacher.path).partition(":")
-    obj = sys.modules.get(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)
-    return obj
 
 
 def _fmt(shape) -> str:

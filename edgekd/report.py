@@ -13,6 +13,7 @@ import yaml
 
 from .errors import EdgekdError
 from .fileio import write_bytes, write_text
+from .probe import latency_text
 
 MEASURED, ESTIMATED = "#1f77b4", "#ff7f0e"
 
@@ -140,7 +141,7 @@ def plot_samples(samples) -> bytes | None:
 
 def latency_value(result) -> float | None:
     lat = result.get("latency_ms") or {}
-    return lat.get("p50", lat.get("estimate"))
+    return lat.get("p50", lat.get("mean", lat.get("estimate")))
 
 
 def plot_latency(probes, exports) -> bytes | None:
@@ -162,7 +163,7 @@ def plot_latency(probes, exports) -> bytes | None:
     ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
     if rows[-1][1] / max(rows[0][1], 1e-9) > 50:
         ax.set_xscale("log")
-    ax.set_xlabel("latency per inference (ms; p50 when measured)")
+    ax.set_xlabel("latency per inference (ms; p50, else the mean, when measured)")
     from matplotlib.patches import Patch
     ax.legend(handles=[Patch(color=MEASURED, label="measured"), Patch(facecolor=ESTIMATED, hatch="//", label="estimated")],
               frameon=False, loc="lower right", fontsize=8)
@@ -225,15 +226,13 @@ def tables(parts) -> list:
     if parts["probes"]:
         rows = []
         for p in parts["probes"]:
-            lat = p["latency_ms"]
-            latency = (f"{lat['p50']:.3f} / {lat['p90']:.3f} / {lat['p99']:.3f}" if "p50" in lat
-                       else f"~{lat['estimate']:.2f}")
+            latency = latency_text(p["latency_ms"])
             fits = "-" if "fits" not in p else "yes" if p["fits"] else "NO"
             device = p["device"] + (f" ({p['runtime']})" if p["source"] == "estimated" and p.get("runtime") else "")
             rows.append([Path(p["model"]).name, device, p["source"], latency, _fmt(p.get("top1")),
                          _kib(p.get("ram_bytes")), _kib(p.get("flash_bytes")), fits,
                          ", ".join(sorted({u["op"] for u in p.get("unsupported_ops", [])})) or "-"])
-        out.append(("Probes", ["model", "device", "source", "latency ms (p50 / p90 / p99, or ~estimate)",
+        out.append(("Probes", ["model", "device", "source", "latency (measured percentiles, mean, or ~estimate)",
                                "top-1 %", "RAM", "flash", "fits", "unsupported ops"], rows))
     return out
 

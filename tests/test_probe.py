@@ -26,6 +26,7 @@ from edgekd.devices import list_profiles, load_profile
 from edgekd.errors import EdgekdError
 from edgekd.probe import ProbeOptions, probe, save_probe
 from edgekd.probe.adb import parse_benchmark_output
+from conftest import skip_unless_ci
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = {"host", "raspberry-pi-4", "raspberry-pi-5", "android-arm64", "pixel-3", "nucleo-l4r5zi",
@@ -128,9 +129,9 @@ def _keygen(path):
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
     if not Path("/usr/sbin/sshd").exists() or shutil.which("ssh") is None:
-        pytest.skip("openssh-server is not installed (apt-get install openssh-server)")
+        skip_unless_ci("openssh-server is not installed (apt-get install openssh-server)")
     if os.geteuid() != 0:
-        pytest.skip("the test sshd runs as root (it must switch to the logged-in user)")
+        skip_unless_ci("the test sshd runs as root (it must switch to the logged-in user)")
     d = tmp_path_factory.mktemp("sshd")
     for name in ("host_key", "client_key", "other_key"):
         _keygen(d / name)
@@ -183,6 +184,15 @@ def test_ssh_probe_matches_host(sshd, int8_model, cifar, host_int8):
     assert 0 < r["latency_ms"]["p50"] <= r["latency_ms"]["p90"] <= r["latency_ms"]["p99"]
     assert abs(r["top1"] - host_int8["top1"]) <= 0.5 and r["eval_samples"] == EVAL_LIMIT
     assert set(glob.glob("/tmp/edgekd-probe.*")) == before  # the device's temporary folder is gone
+
+
+def test_ssh_probe_of_a_file_named_with_spaces_and_a_star(sshd, int8_model, tmp_path):
+    model = tmp_path / "my model *.tflite"
+    shutil.copy(int8_model, model)
+    before = set(glob.glob("/tmp/edgekd-probe.*"))
+    r = probe(model, load_profile(sshd["profile"]), _ssh_options(sshd, runs=5, warmup=1, input_range=255))
+    assert r["source"] == "measured" and r["latency_ms"]["p50"] > 0
+    assert set(glob.glob("/tmp/edgekd-probe.*")) == before
 
 
 def _fails_fast(sshd, model, match, seconds=8, **overrides):
@@ -281,16 +291,90 @@ def test_parse_new_format_with_percentiles():
     assert r["init_ms"] == pytest.approx(5.579) and r["first_ms"] == pytest.approx(1357.602)
     lat = r["latency_ms"]
     assert lat["p50"] == pytest.approx(1239.807) and lat["p95"] == pytest.approx(1247.415)
-    assert lat["mean"] == pytest.approx(1240.27) and lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert lat["mean"] == pytest.approx(1240.27) and lat["p5"] <= lat["p50"] <= lat["p95"] <= lat["max"]
+    assert "p90" not in lat and "p99" not in lat  # the tool does not print them: none is made up
     assert r["runs"] == 50 and r["memory_mb"] == {"init": 6.36328, "overall": 109.832}
 
 
-def test_parse_new_format_without_percentiles():
+def test_parse_new_format_without_percentiles_keeps_mean_and_std_only():
     r = parse_benchmark_output(NEW_NO_PERCENTILES)
     lat = r["latency_ms"]
-    assert lat["mean"] == pytest.approx(249.684) and lat["p50"] == pytest.approx(249.684)
-    assert lat["p99"] == pytest.approx((249684 + 2.3263 * 1442) / 1e3, rel=1e-4)
-    assert r["ram_bytes"] == int(138.809 * 2**20) and "normal approximation" in r["percentiles"]
+    assert lat["mean"] == pytest.approx(249.684) and lat["std"] == pytest.approx(1.442)
+    assert not {"p50", "p90", "p99"} & set(lat)
+    assert r["ram_bytes"] == int(138.809 * 2**20)
+
+
+def test_mean_only_result_is_shown_saved_and_reported(tmp_path):
+    """A phone result with a mean and no percentiles goes through `edgekd probe`'s display, the
+    probes folder and `edgekd report` (all of which once read p50/p90/p99 unconditionally)."""
+    from edgekd.probe import latency_text
+    from edgekd.probe.command import show
+
+    model = tmp_path / "student.int8.tflite"
+    model.write_bytes(b"not read")
+    result = {"device": "android-arm64", "kind": "phone", "source": "measured", "model": str(model),
+              "format": "tflite", "runtime": "benchmark_model",
+              **parse_benchmark_output(NEW_NO_PERCENTILES)}
+    assert latency_text(result["latency_ms"]) == "mean 249.684 ± 1.442 ms"
+    show(result)
+    saved = save_probe(result)
+    done = CliRunner().invoke(cli, ["report", str(tmp_path), "--out", str(tmp_path / "report")])
+    assert done.exit_code == 0, done.output
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "mean 249.684 ± 1.442 ms" in html and saved.parent.name == "probes"
+
+
+def test_probe_result_cannot_leave_the_probes_folder(tmp_path):
+    model = tmp_path / "m.tflite"
+    out = save_probe({"device": "../../../escaped", "model": str(model), "latency_ms": {"mean": 1.0}})
+    assert out.parent == tmp_path / "probes" and out.name == "m.tflite._.._.._escaped.json"
+
+
+ADB_STAND_IN = """#!/bin/sh
+# adb for the test: `-s SERIAL push LOCAL REMOTE` copies, `-s SERIAL shell WORDS` runs the words
+# through sh as adbd does on a phone, so quoting is exercised by a real shell.
+shift 2
+cmd=$1; shift
+case $cmd in
+  push) cp "$1" "$2" ;;
+  shell) exec sh -c "$*" ;;
+esac
+"""
+BENCHMARK_STAND_IN = """#!/bin/sh
+echo 'Inference timings in us: Init: 5579, First inference: 1357602, Warmup (avg): 1.3576e+06, Inference (avg): 1.24027e+06'
+"""
+
+
+def test_adb_quotes_every_argument_on_a_real_shell(tmp_path, monkeypatch):
+    """A model named `a b *.tflite`: with unquoted words the clean-up `rm -f DIR/a b *.tflite`
+    would delete every file of the phone's folder; quoted, only the copies go."""
+    bin_dir, phone = tmp_path / "bin", tmp_path / "phone"
+    bin_dir.mkdir(), phone.mkdir()
+    (bin_dir / "adb").write_text(ADB_STAND_IN)
+    (bin_dir / "adb").chmod(0o755)
+    tool = tmp_path / "benchmark_model"
+    tool.write_text(BENCHMARK_STAND_IN)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    (phone / "keep.txt").write_text("the user's file")
+    (phone / "a").write_text("a file named like the model's first word")
+    model = tmp_path / "a b *.tflite"
+    model.write_bytes(b"model bytes")
+    profile = load_profile("android-arm64")
+    profile["connect"].update(remote_dir=str(phone), big_cores="1")
+    r = probe(model, profile, ProbeOptions(serial="emulator-5554", benchmark_binary=str(tool), runs=3))
+    assert r["latency_ms"] == {"mean": 1240.27}
+    assert sorted(p.name for p in phone.iterdir()) == ["a", "keep.txt"]
+
+
+def test_ssh_destination_that_looks_like_an_option_is_refused(tmp_path):
+    """`-oProxyCommand=...` as a host would make ssh run a local command."""
+    marker = tmp_path / "ran"
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    done = subprocess.run([sys.executable, "-m", "edgekd.cli", "probe", str(model), "--device", "raspberry-pi-5",
+                           "--host", f"-oProxyCommand=touch {marker}"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.startswith("error: --host") and done.stderr.count("\n") == 1
+    assert not marker.exists()
 
 
 def test_parse_old_format():

@@ -5,11 +5,11 @@ local (this machine), ssh (Linux boards), adb (phones) and none (microcontroller
 the file). A backend returns a dict with at least device, source and latency_ms.
 """
 import io
-import os
 import json
+import os
+import re
 import struct
 import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,37 +90,22 @@ def runner_args(model_arg, options: ProbeOptions, value_range, digest=None) -> l
 
 
 def stream_runner(command: list, chunks, labels, timeout: float, describe_failure) -> dict:
-    """Run the runner command, feed it image chunks on stdin from a thread (so neither side blocks
-    on a full pipe), read its JSON lines, and add top-1 when images were sent."""
+    """Run the runner command with the image chunks on its stdin (length-prefixed .npy blocks,
+    then a zero length), read its JSON lines, and add top-1 when images were sent.
+    communicate() writes and reads all three pipes together, so neither side can block the
+    other on a full pipe."""
+    feed = io.BytesIO()
+    for chunk in chunks or []:
+        block = io.BytesIO()
+        np.save(block, chunk, allow_pickle=False)
+        feed.write(struct.pack(">I", block.tell()) + block.getvalue())
+    feed.write(struct.pack(">I", 0))
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    def feed():
-        try:
-            for chunk in chunks or []:
-                buf = io.BytesIO()
-                np.save(buf, chunk, allow_pickle=False)
-                proc.stdin.write(struct.pack(">I", buf.tell()) + buf.getvalue())
-            proc.stdin.write(struct.pack(">I", 0))
-            proc.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass  # the runner stopped early; its error line says why
-
-    expired = threading.Event()
-
-    def stop():
-        expired.set()
-        proc.kill()
-
-    writer = threading.Thread(target=feed, daemon=True)
-    writer.start()
-    timer = threading.Timer(timeout, stop)
-    timer.start()
     try:
-        stdout, stderr = proc.stdout.read(), proc.stderr.read()
-        proc.wait()
-    finally:
-        timer.cancel()
-    if expired.is_set():
+        stdout, stderr = proc.communicate(feed.getvalue(), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
         raise EdgekdError(f"the probe did not finish within {timeout:.0f} s (raise --timeout for big models or data)")
     lines, stderr = stdout.decode(errors="replace").splitlines(), stderr.decode(errors="replace")
     objects = []
@@ -141,6 +126,16 @@ def stream_runner(command: list, chunks, labels, timeout: float, describe_failur
         result["top1"] = round(float(np.mean(np.array(predictions) == labels) * 100), 2)
         result["eval_samples"] = len(labels)
     return result
+
+
+def latency_text(lat: dict) -> str:
+    """One line for any latency result: estimated, measured percentiles, or a mean (and std) only."""
+    if "estimate" in lat:
+        return f"~{lat['estimate']:.2f} ms (estimated)"
+    percentiles = [f"{k} {lat[k]:.3f}" for k in ("p50", "p90", "p95", "p99") if k in lat]
+    if percentiles:
+        return ", ".join(percentiles) + " ms"
+    return f"mean {lat['mean']:.3f}" + (f" ± {lat['std']:.3f}" if "std" in lat else "") + " ms"
 
 
 def measured(profile, path, fmt, run: dict, value_range, **extra) -> dict:
@@ -174,9 +169,12 @@ def probe(model, profile: dict, options: ProbeOptions) -> dict:
 
 
 def save_probe(result: dict) -> Path:
-    """<model dir>/probes/<model file name>.<device>.json, written atomically."""
+    """<model dir>/probes/<model file name>.<device>.json, written atomically. The device name
+    comes from a profile, which may be any user's YAML file: it is reduced to a plain file name
+    so the result cannot land outside the probes folder."""
     model = Path(result["model"])
-    out = model.parent / "probes" / f"{model.name}.{result['device']}.json"
+    device = re.sub(r"[^A-Za-z0-9._-]", "_", str(result["device"])).lstrip(".") or "device"
+    out = model.parent / "probes" / f"{model.name}.{device}.json"
     write_json(out, result)
     return out
 

@@ -1,6 +1,7 @@
 """Probe an Android phone over adb with TFLite's benchmark_model, pinned to the big cores."""
 import os
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -20,11 +21,12 @@ STATS = re.compile(rf"count=(\d+) first={NUMBER} curr={NUMBER} min={NUMBER} max=
                    rf"std={NUMBER}(?: p5={NUMBER} median={NUMBER} p95={NUMBER})?")
 MEMORY = re.compile(rf"(?:Memory footprint delta from the start of the tool|Peak memory footprint) \(MB\): "
                     rf"init={NUMBER} overall={NUMBER}")
-Z90, Z99 = 1.2816, 2.3263  # normal quantiles for p90 / p99 when the tool prints no percentiles
 
 
 def parse_benchmark_output(text: str) -> dict:
-    """The timings of a benchmark_model run, in ms, from either output format."""
+    """The timings of a benchmark_model run, in ms, from either output format. Percentiles are
+    kept only when the tool measured them (newer builds print p5 / median / p95); otherwise
+    the result has the mean, with std, min and max when printed, and nothing made up."""
     out = {}
     if m := NEW.search(text):
         init, first, warmup, avg = map(float, m.groups())
@@ -38,19 +40,11 @@ def parse_benchmark_output(text: str) -> dict:
     latency = {"mean": round(avg / 1e3, 4)}
     stats = STATS.findall(text)
     if stats:
-        count, _, _, low, high, mean, std, _, median, p95 = stats[-1]
+        count, _, _, low, high, _, std, p5, median, p95 = stats[-1]
         latency.update(min=float(low) / 1e3, max=float(high) / 1e3, std=float(std) / 1e3)
         out["runs"] = int(count)
-        mean, std, high = float(mean), float(std), float(high)
-        # benchmark_model prints mean and std (newer builds also p5/median/p95), not p90/p99:
-        # those are mean + z * std, capped at the slowest run, and labelled as such.
-        latency["p50"] = round((float(median) if median else mean) / 1e3, 4)
-        latency["p90"] = round(min(mean + Z90 * std, high) / 1e3, 4)
-        latency["p99"] = round(min(mean + Z99 * std, high) / 1e3, 4)
-        if p95:
-            latency["p95"] = round(float(p95) / 1e3, 4)
-        out["percentiles"] = ("p50 is the median" if median else "p50 is the mean") + \
-            "; p90/p99 are mean + z*std (normal approximation), capped at the max"
+        if median:
+            latency.update(p5=float(p5) / 1e3, p50=float(median) / 1e3, p95=float(p95) / 1e3)
     out["latency_ms"] = latency
     if m := MEMORY.search(text):
         out["memory_mb"] = {"init": float(m.group(1)), "overall": float(m.group(2))}
@@ -72,6 +66,21 @@ def _adb(serial, *args, timeout=60) -> str:
     return text
 
 
+def _shell(serial, *words, timeout=60) -> str:
+    """`adb shell` runs its arguments through the phone's shell: every word is quoted, so a file
+    name stays one argument whatever it contains."""
+    return _adb(serial, "shell", " ".join(shlex.quote(str(w)) for w in words), timeout=timeout)
+
+
+def _push(serial, local, remote: str):
+    """adb push, then the copy's sha256 checked on the phone (as the SSH probe's runner does)."""
+    _adb(serial, "push", str(local), remote, timeout=120)
+    answer = _shell(serial, "sha256sum", remote, timeout=60).split()
+    if not answer or answer[0] != sha256(local):
+        raise EdgekdError(f"the copy of {Path(local).name} on {serial} does not match the file (sha256 "
+                          f"{answer[0] if answer else 'not computed: the phone has no sha256sum'})")
+
+
 def probe(path, fmt, profile, options):
     if fmt != "tflite":
         raise EdgekdError("phones are probed with TFLite's benchmark_model: give a .tflite file")
@@ -85,19 +94,18 @@ def probe(path, fmt, profile, options):
         raise EdgekdError("--eval-data is not available over adb (benchmark_model measures speed only)")
     remote_dir = connect.get("remote_dir", "/data/local/tmp")
     remote_model, remote_tool = f"{remote_dir}/{path.name}", f"{remote_dir}/edgekd_benchmark_model"
-    _adb(serial, "push", str(path), remote_model, timeout=120)
-    _adb(serial, "push", binary, remote_tool, timeout=120)
+    threads = options.threads or connect.get("threads", 4)
+    mask = connect.get("big_cores", "f0")
     try:
-        threads = options.threads or connect.get("threads", 4)
-        mask = connect.get("big_cores", "f0")
-        text = _adb(serial, "shell", f"chmod 755 {remote_tool} && taskset {mask} {remote_tool} "
-                    f"--graph={remote_model} --num_threads={threads} --num_runs={options.runs} "
-                    f"--warmup_runs={options.warmup}", timeout=options.timeout)
+        _push(serial, path, remote_model)
+        _push(serial, binary, remote_tool)
+        _shell(serial, "chmod", "755", remote_tool)
+        text = _shell(serial, "taskset", mask, remote_tool, f"--graph={remote_model}", f"--num_threads={threads}",
+                      f"--num_runs={options.runs}", f"--warmup_runs={options.warmup}", timeout=options.timeout)
     finally:
-        _adb(serial, "shell", f"rm -f {remote_model} {remote_tool}", timeout=30)
+        _shell(serial, "rm", "-f", "--", remote_model, remote_tool, timeout=30)
     result = {"device": profile["name"], "kind": profile["kind"], "source": "measured", "model": str(path),
               "format": fmt, "model_sha256": sha256(path), "serial": serial, "threads": threads,
               "cpu_mask": mask, "runtime": "benchmark_model"}
     result.update(parse_benchmark_output(text))
     return result
-

@@ -99,6 +99,8 @@ def probe(model, device_name, as_json, runs, warmup, threads, eval_data, eval_li
 
 
 def show(result: dict):
+    from . import latency_text
+
     if result.get("layers"):
         table = Table(title=f"{result['model']} on {result['device']} ({result['runtime']}, estimated)")
         for col in ("#", "op", "v", "precision", "output", "MMACs", "ms", "TFLM"):
@@ -110,12 +112,9 @@ def show(result: dict):
         console.print(table)
     summary = Table(show_header=False, title=f"probe: {result['device']} ({result['source']})")
     lat = result["latency_ms"]
-    if "estimate" in lat:
-        summary.add_row("latency", f"{lat['estimate']:.2f} ms (estimated)")
-        for name, ms in lat.get("by_runtime", {}).items():
-            summary.add_row(f"  {name}", f"{ms:.2f} ms  " + escape(f"[{result['calibration'][name]}]"))
-    else:
-        summary.add_row("latency", f"p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms")
+    summary.add_row("latency", latency_text(lat))
+    for name, ms in lat.get("by_runtime", {}).items():
+        summary.add_row(f"  {name}", f"{ms:.2f} ms  " + escape(f"[{result['calibration'][name]}]"))
     for key, label in (("init_ms", "init"), ("first_ms", "first inference")):
         if result.get(key) is not None:
             summary.add_row(label, f"{result[key]:.2f} ms")

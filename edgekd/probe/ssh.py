@@ -28,6 +28,8 @@ FAILURES = [
 
 class Remote:
     def __init__(self, target: str, options):
+        if not target or target.startswith("-"):  # ssh would read it as an option (-oProxyCommand=...)
+            raise EdgekdError(f"--host {target!r} is not an SSH destination: give user@address or an alias")
         self.target, self.options = target, options
         self.base = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(options.connect_timeout))}",
                      # new hosts are remembered; a changed key is refused (ssh's safe default)
@@ -39,7 +41,7 @@ class Remote:
             self.base += ["-p", str(options.port)]
         if options.identity:
             self.base += ["-i", options.identity, "-o", "IdentitiesOnly=yes"]
-        self.base.append(target)
+        self.base += ["--", target]  # options end here, whatever the destination says
 
     def explain(self, rc: int, stderr: str) -> str:
         host = self.target.split("@")[-1]

@@ -61,6 +61,10 @@ def _preprocessing(teacher_path, mean, std):
     return (mean if mean is not None else meta.get("mean"), std if std is not None else meta.get("std"))
 
 
+device_option = click.option("--device", default=None, metavar="auto|cpu|cuda|cuda:N",
+                             help="where to compute [auto: the GPU when torch sees one]")
+
+
 def teacher_access_options(command):
     """How to reach a teacher: the options of every command that loads one."""
     from .teacher import BACKENDS, OUTPUTS
@@ -105,23 +109,33 @@ def cli():
               help="iterations (N) or minutes of training (e.g. 5min) between checkpoints [200 and 5min]")
 @click.option("--eval-every", metavar="N|Mmin", help="iterations (N) or minutes (e.g. 2min) between evaluations [100]")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a method setting")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="[auto]")
+@device_option
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
+              help="autocast precision [auto: bf16 on GPUs that have it, fp32 on the CPU]")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the teacher, student and generators")
+@click.option("--nproc", type=click.IntRange(1), help="start N processes with torchrun on this machine (one per GPU)")
 @click.option("--seed", type=int, help="random seed [0]")
 @click.option("--resume", type=click.Path(), help="continue the run in this directory")
 @click.option("--force", is_flag=True, help="replace an existing run directory")
 @click.option("--no-progress", is_flag=True, help="plain log lines instead of a progress bar")
 def distill(teacher, student, method, recipe, out, teacher_arch, input_shape, trust_pickle, teacher_backend,
             teacher_output, teacher_timeout, max_queries, iterations, time_budget, eval_data, mean, std,
-            checkpoint_every, eval_every, overrides, device, seed, resume, force, no_progress):
+            checkpoint_every, eval_every, overrides, device, precision, compile_, nproc, seed, resume, force,
+            no_progress):
     """Train a compact student from TEACHER without data: a TorchScript, .pt2, ONNX, TFLite or
     state_dict file, or a Python callable package.module:function."""
     from . import distill as run
     from .data import check_matches, load_dataset
+    from .distributed import Ranks
     from .methods import resolve_method
     from .teacher import load_teacher, parse_shape
 
+    if nproc and nproc > 1:
+        return _launch_torchrun(nproc)
     if resume:
         return _resume(Path(resume), iterations, time_budget, no_progress, trust_pickle)
+    ranks = Ranks.from_env(run.device_type(device or "auto"))
+    _quiet_unless_main(ranks)
     r = load_recipe(recipe) if recipe else {}
     teacher = teacher or r.get("teacher")
     if teacher is None:
@@ -155,10 +169,12 @@ def distill(teacher, student, method, recipe, out, teacher_arch, input_shape, tr
             iterations = 2000
     name = str(t.path).replace(":", "-") if t.format == "callable" else t.path.stem
     out = Path(out or f"runs/{name}-{student}-{method}")
-    run.prepare_out_dir(out, force)
+    if ranks.main:
+        run.prepare_out_dir(out, force)
     config = run.new_config(
         t, student=student, method=method, settings=settings, budget=run.Budget(iterations, time_budget),
         eval_data=eval_data, mean=mean, std=std, device=device or "auto", seed=seed or 0,
+        precision=precision or r.get("precision", "auto"), compile=compile_,
         checkpoint_every=parse_period(checkpoint_every or r.get("checkpoint_every"), "--checkpoint-every",
                                       (200, 5.0)),
         eval_every=parse_period(eval_every or r.get("eval_every"), "--eval-every", (100, None)),
@@ -167,7 +183,38 @@ def distill(teacher, student, method, recipe, out, teacher_arch, input_shape, tr
     console.print(f"teacher {t.path.name}: {t.format} in {t.backend}, input {'x'.join(map(str, t.input_shape))}, "
                   f"{t.num_classes} classes, {t.output} out, {len(t.bn_nodes)} BatchNorm layers")
     console.print(f"method {method}, student {student}, run directory {out}")
-    _report(run.distill(t, config, out, eval_set, show_progress=not no_progress, log=console.print), out)
+    try:
+        _report(run.distill(t, config, out, eval_set, show_progress=not no_progress, log=console.print,
+                            ranks=ranks), out)
+    finally:
+        ranks.close()
+
+
+def _quiet_unless_main(ranks):
+    """Under torchrun only rank 0 talks; the others still report their errors (main())."""
+    console.quiet = not ranks.main
+
+
+def _launch_torchrun(nproc: int):
+    """`edgekd distill --nproc N ...`: the same command on N local processes under torchrun
+    (its standalone rendezvous), as `torchrun --standalone --nproc-per-node N -m edgekd ...`."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    args, given = [], iter(sys.argv[1:])
+    for arg in given:
+        if arg == "--nproc":
+            next(given, None)  # and its value
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    # Each CPU process gets an equal share of the cores (the torchrun command would give each one).
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"edgekd-{os.getpid()}",
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+    try:
+        elastic_launch(config, sys.executable)("-m", "edgekd", *args)
+    except ChildFailedError as e:  # the processes printed their own one-line errors
+        sys.exit(max((f.exitcode for f in e.failures.values()), default=1) or 1)
 
 
 def parse_period(value, name: str, default: tuple) -> tuple:
@@ -192,12 +239,15 @@ def _resume(out: Path, iterations, time_budget, no_progress, trust_pickle):
 
     from . import distill as run
     from .data import load_dataset
+    from .distributed import Ranks
     from .teacher import load_teacher
 
     config_path = out / "config.yaml"
     if not config_path.is_file():
         raise EdgekdError(f"{out} is not an edgekd run directory (no config.yaml)")
     config = yaml.safe_load(config_path.read_text())
+    ranks = Ranks.from_env(run.device_type(config["device"]))
+    _quiet_unless_main(ranks)
     if iterations is not None or time_budget is not None:  # a resumed run may be given a new budget
         config["iterations"], config["time_budget_minutes"] = iterations, time_budget
     tc = config["teacher"]
@@ -207,11 +257,16 @@ def _resume(out: Path, iterations, time_budget, no_progress, trust_pickle):
     if t.sha256 != tc["sha256"]:
         raise EdgekdError(f"teacher {tc['path']} changed since the run started (sha256 differs)")
     eval_set = load_dataset(config["eval_data"], "test") if config["eval_data"] else None
-    _report(run.distill(t, config, out, eval_set, resume=True, show_progress=not no_progress,
-                        log=console.print), out)
+    try:
+        _report(run.distill(t, config, out, eval_set, resume=True, show_progress=not no_progress,
+                            log=console.print, ranks=ranks), out)
+    finally:
+        ranks.close()
 
 
 def _report(summary, out):
+    if not summary:  # ranks other than 0
+        return
     table = Table(title=f"distilled into {out}", show_header=False)
     for key, value in summary.items():
         table.add_row(key, str(value))
@@ -229,9 +284,10 @@ def _report(summary, out):
 @click.option("--std", help="normalisation std")
 @click.option("--trust-pickle", is_flag=True)
 @teacher_access_options
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def eval_(model, data, split, limit, teacher_arch, input_shape, mean, std, trust_pickle, teacher_backend,
-          teacher_output, teacher_timeout, as_json):
+          teacher_output, teacher_timeout, device, as_json):
     """Top-1 accuracy of MODEL (teacher or student file, or a run directory) on real data."""
     import yaml
 
@@ -251,8 +307,9 @@ def eval_(model, data, split, limit, teacher_arch, input_shape, mean, std, trust
         mean, std = pre["mean"], pre["std"]
     ds = load_dataset(data, split, limit)
     check_matches(ds, m.input_shape)
-    from .distill import normaliser
-    acc = top1(m, ds, normaliser({"preprocessing": {"mean": mean, "std": std}}))
+    from .distill import normaliser, pick_device
+    device = pick_device(device or "auto")
+    acc = top1(m.to(device), ds, normaliser({"preprocessing": {"mean": mean, "std": std}}), device)
     result = {"model": str(m.path), "data": ds.source, "samples": len(ds), "top1": acc}
     if as_json:
         click.echo(json.dumps(result))
@@ -307,15 +364,17 @@ def teacher_info(path, teacher_arch, input_shape, trust_pickle, teacher_backend,
 @click.option("--mean", help="normalisation mean to apply before the model (recorded in the file)")
 @click.option("--std", help="normalisation std")
 @click.option("--seed", type=int, default=0)
+@device_option
 @click.option("--force", is_flag=True, help="replace an existing output file")
-def teacher_train(data, arch, out, epochs, batch_size, lr, mean, std, seed, force):
+def teacher_train(data, arch, out, epochs, batch_size, lr, mean, std, seed, device, force):
     """Train a teacher on real data (for recipes, tests and the embedded default)."""
+    from .distill import pick_device
     from .train_teacher import train_teacher
 
     if Path(out).exists() and not force:
         raise EdgekdError(f"{out} exists; pass --force to replace it")
     result = train_teacher(data, arch, Path(out), epochs, batch_size, lr, parse_floats(mean, "--mean"),
-                           parse_floats(std, "--std"), seed, log=console.print)
+                           parse_floats(std, "--std"), seed, pick_device(device or "auto"), log=console.print)
     console.print(f"wrote {out}: test top-1 {result['test_top1']} %" if result.get("test_top1") is not None
                   else f"wrote {out}")
 
@@ -378,7 +437,8 @@ def main():
     try:
         cli.main(standalone_mode=False)
     except EdgekdError as e:
-        click.echo(f"error: {e}", err=True)
+        rank = os.environ.get("RANK", "0")  # under torchrun, say which process
+        click.echo(f"error: {e}" if rank == "0" else f"error: rank {rank}: {e}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

@@ -5,11 +5,15 @@ atomically), metrics.jsonl (one line per evaluation), teacher_queries.txt (under
 the queries spent, written before each teacher call), and at the end student.pt2, student.pt,
 generator.pt and summary.json.
 """
+import contextlib
 import copy
 import json
 import math
 import random
+import re
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
+from .distributed import Ranks
 from .errors import EdgekdError
 from .fileio import append_line, torch_save, write_json, write_text, write_yaml
 from .methods import METHODS
@@ -71,12 +76,40 @@ def resolve_settings(method: str, recipe_settings: dict, overrides: dict) -> dic
     return settings
 
 
-def pick_device(name: str) -> torch.device:
+def device_type(name: str) -> str:
+    """The kind of device --device names, before any rank is placed on one."""
+    return "cuda" if name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()) else "cpu"
+
+
+def pick_device(name: str, ranks: Ranks = Ranks()) -> torch.device:
+    """auto | cpu | cuda | cuda:N; under torchrun, `cuda` is this rank's local GPU."""
+    match = re.fullmatch(r"(auto|cpu|cuda)(?::(\d+))?", name)
+    if not match or (match.group(2) is not None and match.group(1) != "cuda"):
+        raise EdgekdError(f"--device takes auto, cpu, cuda or cuda:N, not '{name}'")
+    if device_type(name) == "cpu":
+        if match.group(1) == "cuda":
+            raise EdgekdError(f"--device {name} asked for, but torch sees no CUDA GPU; use --device cpu")
+        return torch.device("cpu")
+    if match.group(2) is not None and ranks.world > 1:
+        raise EdgekdError(f"--device {name}: under torchrun each process takes its local GPU; use --device cuda")
+    index = int(match.group(2)) if match.group(2) is not None else ranks.local_rank
+    if index >= torch.cuda.device_count():
+        raise EdgekdError(f"--device cuda:{index} asked for, but torch sees {torch.cuda.device_count()} GPU(s)")
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def pick_precision(name: str, device: torch.device) -> str:
+    """auto: bf16 on GPUs that support it (no loss scaling needed), fp32 on the CPU, where
+    autocast's conversions cost more than they save."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EdgekdError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
-    return torch.device(name)
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if name == "fp16" and device.type != "cuda":
+        raise EdgekdError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+    return name
 
 
 def seed_everything(seed: int):
@@ -85,9 +118,50 @@ def seed_everything(seed: int):
     torch.manual_seed(seed)
 
 
+def rng_state(device: torch.device) -> dict:
+    """The random state training draws from: the CPU's, and the GPU's when it runs on one."""
+    return {"cpu": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})}
+
+
+def set_rng_state(state: dict, device: torch.device):
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def to_cpu(tree):
+    return torch.utils._pytree.tree_map(lambda v: v.cpu() if isinstance(v, torch.Tensor) else v, tree)
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM (what schedulers such as SLURM send before a kill) asks the
+    loop to stop after the current iteration, so the checkpoint it then writes is a consistent
+    one. A second Ctrl-C of a single process stops at once (the last checkpoint stays); under
+    torchrun the signal reaches every rank, more than once, and each rank waits for its
+    iteration to end."""
+
+    def __init__(self, world: int):
+        self.asked, self.world, self.previous = False, world, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def handle(self, signum, frame):
+        if self.asked and self.world == 1 and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.asked = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 def new_config(teacher: Teacher, *, student, method, settings, budget, eval_data, mean, std,
                device, seed, checkpoint_every, eval_every, recipe, teacher_arch, max_queries=None,
-               teacher_timeout=60.0) -> dict:
+               teacher_timeout=60.0, precision="auto", compile=False) -> dict:
     """`checkpoint_every` and `eval_every` are (iterations or None, minutes or None)."""
     return {
         "edgekd_version": __version__,
@@ -104,7 +178,7 @@ def new_config(teacher: Teacher, *, student, method, settings, budget, eval_data
         "iterations": budget.iterations, "time_budget_minutes": budget.minutes,
         "checkpoint_every": checkpoint_every[0], "checkpoint_every_minutes": checkpoint_every[1],
         "eval_every": eval_every[0], "eval_every_minutes": eval_every[1],
-        "device": device, "seed": seed, "settings": settings,
+        "device": device, "precision": precision, "compile": compile, "seed": seed, "settings": settings,
     }
 
 
@@ -149,7 +223,8 @@ def smooth_noise(n: int, shape, seed: int) -> torch.Tensor:
     return F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
 
 
-def fidelity_set(teacher, config, eval_set, out: Path, device, log) -> tuple[torch.Tensor, torch.Tensor, str]:
+def fidelity_set(teacher, config, eval_set, out: Path, device, log, ranks: Ranks = Ranks()
+                 ) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(teacher inputs, teacher predictions, name) that fidelity is measured on, the same for
     every method: the eval data when given; otherwise a probe set fixed per teacher (images
     inverted from the teacher for balanced classes, or smooth noise for a query-only teacher,
@@ -160,53 +235,78 @@ def fidelity_set(teacher, config, eval_set, out: Path, device, log) -> tuple[tor
         return x, predictions(teacher, x), "eval data"
     path = out / "fidelity_probe.pt"
     seed = int(teacher.sha256[:8], 16)
-    if not path.exists() and "gradients" not in teacher.access:
+    if ranks.main and not path.exists() and "gradients" not in teacher.access:
         torch_save(path, smooth_noise(PROBE_SIZE, teacher.input_shape, seed).mul(255).round().to(torch.uint8))
-    if not path.exists():
+    if ranks.main and not path.exists():
         log(f"making the fidelity probe set ({PROBE_SIZE} images inverted from the teacher) ...")
         pixels = invert(teacher, PROBE_SIZE, to_model, seed, PROBE_STEPS, class_targets=True)
         torch_save(path, pixels.mul(255).round().to("cpu", torch.uint8))  # stored as images are
+    ranks.barrier()  # the other ranks read what rank 0 wrote
     x = to_model(torch.load(path, weights_only=True).to(device).float() / 255)
     return x, predictions(teacher, x), "probe set"
 
 
 def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bool = False,
-            show_progress: bool = True, log=print) -> dict:
-    """Trains the student; returns the summary. `config` is new_config()'s (or config.yaml's)."""
-    device = pick_device(config["device"])
+            show_progress: bool = True, log=print, ranks: Ranks = Ranks()) -> dict:
+    """Trains the student; returns the summary (on rank 0; {} on the other ranks).
+    `config` is new_config()'s (or config.yaml's)."""
+    device = pick_device(config["device"], ranks)
+    precision = pick_precision(config.get("precision", "auto"), device)
     s = config["settings"]
     budget = Budget(config["iterations"], config["time_budget_minutes"])
-    seed_everything(config["seed"])
-    teacher.to(device)
+    if ranks.world > 1 and config.get("max_queries") is not None:
+        raise EdgekdError("--max-queries counts the queries of one process; run it without torchrun")
+    seed_everything(config["seed"] + ranks.rank)  # each rank its own generators and pool share
+    # channels_last lets cuDNN use its NHWC (tensor core) convolutions; CPU models keep their layout.
+    memory_format = torch.channels_last if device.type == "cuda" else torch.preserve_format
+    teacher.to(device, memory_format)
     for p in teacher.graph.parameters() if teacher.graph is not None else []:
         p.requires_grad_(False)
     c, h, w = teacher.input_shape
-    student = create_student(config["student"], c, teacher.num_classes, (h, w)).to(device)
+    student = create_student(config["student"], c, teacher.num_classes, (h, w)).to(device, memory_format=memory_format)
+    trained = student
+    if ranks.world > 1:  # gradients averaged over the ranks; rank 0's weights broadcast at the start
+        from torch.nn.parallel import DistributedDataParallel
+        trained = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
     pre = config["preprocessing"]
-    method = METHODS.get(config["method"])(teacher, student, s, device, pre["mean"], pre["std"])
+    method_class = METHODS.get(config["method"])
+    if precision == "fp16" and not method_class.loss_scaling:
+        raise EdgekdError(f"--precision fp16: method {config['method']} has no loss scaling; use bf16 or fp32")
+    method = method_class(teacher, trained, s, device, pre["mean"], pre["std"], fp16=precision == "fp16")
+    method.generators.to(memory_format=memory_format)
+    if config.get("compile"):
+        teacher.compiled = True
+        trained.compile()
+        for g in method.generators:
+            g.compile()
     to_model, to_pixels = normaliser(config), normaliser(config, inverse=True)
-    pool = Pool(s["pool_size"], teacher.input_shape, teacher.num_classes) if s["pool_size"] else None
+    pool = Pool(-(-s["pool_size"] // ranks.world), teacher.input_shape, teacher.num_classes) if s["pool_size"] else None
 
     iteration, seconds, rollbacks, lr_scale, queries = 0, 0.0, 0, 1.0, 0
     checkpoint_path, pool_path, ledger_path = out / "checkpoint.pt", out / "pool.pt", out / "teacher_queries.txt"
     if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        student.load_state_dict(state["student"])
-        method.load_state_dict(state["method"])
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        if "ranks" not in state:
+            raise EdgekdError(f"{checkpoint_path} was written by an older edgekd; start the run again")
+        ranks.check_resumable(state["world_size"])
+        mine = state["ranks"][ranks.rank]
+        student.load_state_dict(mine["student"])
+        method.load_state_dict(mine["method"])
         iteration, seconds, rollbacks, lr_scale = (state["iteration"], state["seconds"], state["rollbacks"],
                                                    state["lr_scale"])
-        queries = state.get("teacher_queries", 0)
-        torch.set_rng_state(state["rng"].cpu())
+        queries = state["teacher_queries"]
+        set_rng_state(mine["rng"], device)
         if pool is not None and pool_path.exists():
-            pool.load_state_dict(torch.load(pool_path, weights_only=True))
-        keep_metrics_until(out / "metrics.jsonl", iteration)
+            pool.load_state_dict(torch.load(pool_path, weights_only=True)["ranks"][ranks.rank])
+        if ranks.main:
+            keep_metrics_until(out / "metrics.jsonl", iteration)
         log(f"resumed {out} at iteration {iteration} ({seconds / 60:.1f} min trained"
             + (f", {len(pool)} pooled images)" if pool is not None else ")"))
-    else:  # a new run, or one stopped before its first checkpoint
+    elif ranks.main:  # a new run, or one stopped before its first checkpoint
         out.mkdir(parents=True, exist_ok=True)
         write_yaml(out / "config.yaml", config)
         (out / "metrics.jsonl").unlink(missing_ok=True)
-    fidelity_inputs, teacher_predictions, fidelity_on = fidelity_set(teacher, config, eval_set, out, device, log)
+    fidelity_inputs, teacher_predictions, fidelity_on = fidelity_set(teacher, config, eval_set, out, device, log, ranks)
     if s["augment_flip"] == "auto":  # decided again, identically, on --resume
         kept = flip_agreement(teacher, fidelity_inputs)
         s["augment_flip"] = kept >= FLIP_AGREEMENT
@@ -225,15 +325,19 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
     learns_without_teacher = pool is not None and s["pool_logits"] == "cached" and not method.student_needs
     queries_spent = teacher.query_limit is not None and teacher.queries >= teacher.query_limit
 
-    def training_state():
-        return {"student": student.state_dict(), "method": method.state_dict(), "iteration": iteration,
-                "seconds": seconds, "rollbacks": rollbacks, "lr_scale": lr_scale,
-                "teacher_queries": teacher.queries, "rng": torch.get_rng_state()}
+    def rank_state():
+        """What this rank alone knows: its generators and optimizers, its random state."""
+        return {"student": student.state_dict(), "method": method.state_dict(), "rng": rng_state(device)}
 
     def save_checkpoint():
-        if pool is not None:  # first: a checkpoint never refers to images the pool file lacks
-            pool.save(pool_path)
-        torch_save(checkpoint_path, training_state())
+        states = ranks.gather(to_cpu(rank_state()))
+        pools = ranks.gather(pool.state_dict()) if pool is not None else None
+        if ranks.main:
+            if pools is not None:  # first: a checkpoint never refers to images the pool file lacks
+                torch_save(pool_path, {"ranks": pools})
+            torch_save(checkpoint_path, {"world_size": ranks.world, "ranks": states, "iteration": iteration,
+                                         "seconds": seconds, "rollbacks": rollbacks, "lr_scale": lr_scale,
+                                         "teacher_queries": teacher.queries})
 
     def evaluate(limit=None) -> dict:
         student.eval()
@@ -255,11 +359,13 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
 
     def synthesize(fraction, student_training):
         """The iteration's synthesis (a generator update, or samples from the frozen generators
-        after synthesis_until), pooled when there is a pool."""
-        if fraction < s["synthesis_until"]:
-            synth = method.generator_step(iteration, student_training)
-        else:
-            synth = method.frozen_step(iteration)
+        after synthesis_until), pooled when there is a pool. Under DDP the student's gradients
+        from a generator update stay local: only student steps average them."""
+        with trained.no_sync() if ranks.world > 1 else contextlib.nullcontext():
+            if fraction < s["synthesis_until"]:
+                synth = method.generator_step(iteration, student_training)
+            else:
+                synth = method.frozen_step(iteration)
         if pool is not None:
             logits = synth.logits if synth.logits is not None else teacher_on(synth.x).logits
             pool.add(to_pixels(synth.x), logits, synth.labels)
@@ -271,7 +377,7 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
         for step in range(s["student_steps"]):
             if pool is not None:
                 pixels, logits, labels = pool.sample(s["student_batch_size"])
-                x = to_model(augment(pixels.to(device), s["augment_crop"], s["augment_flip"]))
+                x = to_model(augment(pixels.to(device, non_blocking=True), s["augment_crop"], s["augment_flip"]))
                 yield x, teacher_on(x, logits), labels.to(device)
             elif step == 0:
                 yield synth.x, teacher_on(synth.x, synth.logits), synth.labels
@@ -280,15 +386,16 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
                     x, labels = method.generate(iteration)
                 yield x, teacher_on(x), labels
 
-    last_good = copy.deepcopy(training_state())
+    last_good = copy.deepcopy({"student": student.state_dict(), "method": method.state_dict(), "iteration": iteration})
     last_eval = {}
     eval_due = Every(config["eval_every"], config["eval_every_minutes"], seconds)
     checkpoint_due = Every(config["checkpoint_every"], config["checkpoint_every_minutes"], seconds)
-    progress = Progress(budget, enabled=show_progress, log=log)
-    start = time.perf_counter() - seconds  # the training clock; evaluations are not counted
-    interrupted = False
+    progress = Progress(budget, enabled=show_progress and ranks.main, log=log)
+    start = time.perf_counter() - seconds  # the training clock (rank 0's); evaluations are not counted
+    autocast = dict(device_type=device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32")
+    stop, stopping, stopped_at_once = StopRequest(ranks.world), False, False
     try:
-        with progress:
+        with progress, stop:
             while budget.fraction(iteration, seconds) < 1:
                 if queries_spent and not (learns_without_teacher and len(pool)):
                     break
@@ -296,20 +403,25 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
                 student_training = fraction >= s["synthesis_only"] or queries_spent
                 method.set_lr_scale(lr_scale, lr_scale * student_lr_factor(s, fraction))
                 try:
-                    synth = None if queries_spent else synthesize(fraction, student_training)
-                    losses = dict(synth.losses) if synth else {}
-                    if student_training:
-                        for x, teacher_out, labels in student_batches(synth):
-                            losses.update(method.student_step(x, teacher_out, labels))
+                    with torch.autocast(**autocast):
+                        synth = None if queries_spent else synthesize(fraction, student_training)
+                        losses = dict(synth.losses) if synth else {}
+                        if student_training:
+                            for x, teacher_out, labels in student_batches(synth):
+                                losses.update(method.student_step(x, teacher_out, labels))
                 except QueryBudgetSpent:
                     queries_spent = True
                     log(f"query budget spent: {teacher.queries:,} teacher queries at iteration {iteration}"
                         + ("; the student goes on learning from the pool" if learns_without_teacher else ""))
                     continue
-                losses = {k: float(v) for k, v in losses.items()}
+                # The iteration's one host sync: its losses read back together.
+                values = torch.stack([torch.as_tensor(v, device=device).detach().float().reshape(())
+                                      for v in losses.values()]).tolist() if losses else []
+                losses = dict(zip(losses, values))
                 iteration += 1
-                seconds = time.perf_counter() - start
-                if not all(math.isfinite(v) for v in losses.values()):
+                seconds, stopping, non_finite = ranks.agree(time.perf_counter() - start, stop.asked,
+                                                            not all(math.isfinite(v) for v in values), device)
+                if non_finite:
                     rollbacks += 1
                     if rollbacks > MAX_ROLLBACKS:
                         raise EdgekdError(f"losses became NaN/inf {rollbacks} times even after lowering the "
@@ -320,7 +432,7 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
                     log(f"losses became non-finite; rolled back to iteration {iteration}, learning rates x0.5")
                     continue
                 done = budget.fraction(iteration, seconds) >= 1
-                if eval_due(iteration, seconds) or done:
+                if (eval_due(iteration, seconds) or done) and ranks.main:
                     paused = time.perf_counter()
                     last_eval = {"iteration": iteration, "seconds": round(seconds, 2),
                                  "teacher_queries": teacher.queries,
@@ -330,26 +442,34 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
                         last_eval.update(pool_size=len(pool), pool_classes=pool.class_histogram())
                     append_line(out / "metrics.jsonl", json.dumps(last_eval))
                     start += time.perf_counter() - paused
-                if checkpoint_due(iteration, seconds) or done:
+                if checkpoint_due(iteration, seconds) or done or stopping:
                     paused = time.perf_counter()
                     save_checkpoint()
-                    last_good = copy.deepcopy(training_state())
+                    last_good = copy.deepcopy({"student": student.state_dict(), "method": method.state_dict(),
+                                               "iteration": iteration})
                     start += time.perf_counter() - paused
+                if stopping:
+                    break
                 progress.update(iteration, seconds, losses, s["batch_size"], last_eval,
                                 teacher.queries, teacher.query_limit)
     except KeyboardInterrupt:
-        interrupted = True
-    if interrupted:
-        save_checkpoint()
+        stopped_at_once = True
+    if stopped_at_once:
+        raise EdgekdError(f"interrupted at iteration {iteration}, at once: the last checkpoint stays; continue "
+                          f"with `edgekd distill --resume {out}`")
+    if stopping:  # agreed by every rank
         raise EdgekdError(f"interrupted at iteration {iteration}; checkpoint saved, continue with "
                           f"`edgekd distill --resume {out}`")
+    if not ranks.main:
+        return {}
 
     log("final evaluation ...")
     final = evaluate()
     summary = {"method": config["method"], "student": config["student"], "iterations": iteration,
                "wall_seconds": round(seconds, 2), "fidelity": final["fidelity"], "fidelity_on": fidelity_on,
                "rollbacks": rollbacks, "teacher_queries": teacher.queries,
-               "max_queries": teacher.query_limit, "teacher_queries_not_budgeted": queries_not_budgeted}
+               "max_queries": teacher.query_limit, "teacher_queries_not_budgeted": queries_not_budgeted,
+               "device": str(device), "precision": precision, "processes": ranks.world}
     if pool is not None:
         summary["pool_size"] = len(pool)
         summary["augment_flip"] = s["augment_flip"]

@@ -54,10 +54,14 @@ class Generator(nn.Module):
             x = F.interpolate(x, size=self.image_shape[1:], mode="bilinear", align_corners=False)
         return (x - self.mean) / self.std if self.output == "sigmoid" else x
 
-    def sample(self, n: int, generator: torch.Generator | None = None, device="cpu"):
-        """n fresh inputs (with their labels for a conditional generator, else None)."""
-        z = torch.randn(n, self.latent_dim, generator=generator).to(device)
-        labels = (torch.randint(0, self.num_classes, (n,), generator=generator).to(device)
+    def sample(self, n: int, generator: torch.Generator | None = None):
+        """n fresh inputs (with their labels for a conditional generator, else None), the noise
+        drawn on the generator's own device (no host-to-device copy) unless a seeded
+        torch.Generator elsewhere is given."""
+        device = self.project.weight.device
+        drawn_on = generator.device if generator is not None else device  # a seeded generator draws alike anywhere
+        z = torch.randn(n, self.latent_dim, generator=generator, device=drawn_on).to(device)
+        labels = (torch.randint(0, self.num_classes, (n,), generator=generator, device=drawn_on).to(device)
                   if self.num_classes else None)
         return self(z, labels), labels
 

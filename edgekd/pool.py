@@ -63,15 +63,16 @@ def augment(x: torch.Tensor, crop_padding: int, flip: bool, rng: torch.Generator
     """Random crop after zero padding by `crop_padding` pixels and random horizontal flip, drawn
     per sample; differentiable, so synthesis can judge its images through the same views."""
     b, _, h, w = x.shape
+    drawn_on = rng.device if rng is not None else x.device
     if crop_padding:
         p = crop_padding
         padded = F.pad(x, (p, p, p, p))
-        dy = torch.randint(0, 2 * p + 1, (b, 1, 1), generator=rng).to(x.device)
-        dx = torch.randint(0, 2 * p + 1, (b, 1, 1), generator=rng).to(x.device)
+        dy = torch.randint(0, 2 * p + 1, (b, 1, 1), generator=rng, device=drawn_on).to(x.device)
+        dx = torch.randint(0, 2 * p + 1, (b, 1, 1), generator=rng, device=drawn_on).to(x.device)
         rows = dy + torch.arange(h, device=x.device).view(1, h, 1)
         cols = dx + torch.arange(w, device=x.device).view(1, 1, w)
         x = padded[torch.arange(b, device=x.device).view(b, 1, 1), :, rows, cols].permute(0, 3, 1, 2)
     if flip:
-        flipped = torch.rand(b, generator=rng).to(x.device) < 0.5
+        flipped = torch.rand(b, generator=rng, device=drawn_on).to(x.device) < 0.5
         x = torch.where(flipped.view(b, 1, 1, 1), x.flip(3), x)
     return x.contiguous()

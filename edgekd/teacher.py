@@ -393,6 +393,17 @@ def _first_line(e: BaseException) -> str:
 # ---------------------------------------------------------------------------------------------
 # What a method can use, found by walking the graph.
 
+def _constants_as_buffers(gm: torch.nn.Module):
+    """Tensor constants a graph holds as plain attributes (torch.export's lifted constants) made
+    non-persistent buffers, so that .to(device) moves them with the weights."""
+    for module in gm.modules():
+        known = set(module._parameters) | set(module._buffers)
+        for name, value in list(vars(module).items()):
+            if isinstance(value, torch.Tensor) and name not in known:
+                delattr(module, name)
+                module.register_buffer(name, value, persistent=False)
+
+
 def _is_batch_norm(gm, node) -> bool:
     if node.op == "call_module":
         return isinstance(gm.get_submodule(node.target), torch.nn.modules.batchnorm._BatchNorm)
@@ -493,6 +504,7 @@ class Teacher:
     queries: int = 0
     query_limit: int | None = None
     before_query: Callable | None = field(default=None, repr=False)
+    compiled: bool = False  # rewritten graphs go through torch.compile
     _graphs: dict = field(default_factory=dict, repr=False)  # (bn, maps) -> rewritten graph
 
     @property
@@ -510,9 +522,9 @@ class Teacher:
         """The spatial size of each stage_nodes output."""
         return [tuple(n.meta["tensor_meta"].shape[2:]) for n in self.stage_nodes]
 
-    def to(self, device):
+    def to(self, device, memory_format=torch.preserve_format):
         if self.graph is not None:
-            self.graph.to(device)
+            self.graph.to(device, memory_format=memory_format)
         self._graphs.clear()  # rewritten graphs hold the buffers of before the move
         return self
 
@@ -547,6 +559,8 @@ class Teacher:
             extra = ([self.feature_node] if self.feature_node is not None else []) + \
                 ([n.args[0] for n in self.bn_nodes] if bn else []) + (self.stage_nodes if maps else [])
             self._graphs[key] = _graph_returning(self.graph, extra)
+            if self.compiled:
+                self._graphs[key].compile()
         graph = self._graphs[key]
         if self.batch_one:
             outs = torch.vmap(lambda xi: tuple(o.squeeze(0) for o in graph(xi.unsqueeze(0))))(x)
@@ -608,6 +622,7 @@ def load_teacher(path, input_shape=None, arch=None, trust_pickle=False, backend=
         teacher.bn_nodes = [n for n in nodes if _is_batch_norm(gm, n)]
         teacher.feature_node = _linear_input(linears[-1]) if linears else None
         teacher.params = sum(p.numel() for p in gm.parameters()) + sum(b.numel() for b in gm.buffers())
+        _constants_as_buffers(gm)
     teacher.num_classes, teacher.batch_one, teacher.feature_dim, teacher.output = _probe_forward(
         teacher, output, loaded.declared_classes)
     if gm is not None:

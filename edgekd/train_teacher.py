@@ -13,7 +13,8 @@ from .students import create_student
 from .teacher import save_export
 
 
-def train_teacher(data, arch, out, epochs, batch_size, lr, mean, std, seed, log=print) -> dict:
+def train_teacher(data, arch, out, epochs, batch_size, lr, mean, std, seed, device=torch.device("cpu"),
+                  log=print) -> dict:
     seed_everything(seed)
     train = load_dataset(data, "train")
     try:
@@ -23,7 +24,7 @@ def train_teacher(data, arch, out, epochs, batch_size, lr, mean, std, seed, log=
         test = None
     c, h, w = train.x.shape[1:]
     num_classes = int(train.y.max()) + 1
-    model = create_student(arch, c, num_classes, (h, w))
+    model = create_student(arch, c, num_classes, (h, w)).to(device)
     normalise = normaliser({"preprocessing": {"mean": mean, "std": std}})
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     steps = epochs * -(-len(train) // batch_size)
@@ -34,15 +35,15 @@ def train_teacher(data, arch, out, epochs, batch_size, lr, mean, std, seed, log=
         order = torch.randperm(len(train))
         for i in range(0, len(train), batch_size):
             idx = order[i:i + batch_size]
-            loss = F.cross_entropy(model(normalise(train.x[idx])), train.y[idx])
+            loss = F.cross_entropy(model(normalise(train.x[idx].to(device))), train.y[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
         model.eval()
-        acc = top1(model, test, normalise) if test is not None else None
+        acc = top1(model, test, normalise, device) if test is not None else None
         log(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}, test top-1 {acc} % "
             f"({time.perf_counter() - start:.0f} s)")
-    save_export(model, (c, h, w), out, {"mean": mean, "std": std, "arch": arch,
+    save_export(model.cpu(), (c, h, w), out, {"mean": mean, "std": std, "arch": arch,
                                        "class_names": train.class_names, "test_top1": acc})
     return {"test_top1": acc}

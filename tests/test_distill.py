@@ -26,7 +26,14 @@ AUTO_FOR_BN_TEACHERS = "condbn"
 QUICK = ["--set", "batch_size=32", "--set", "student_steps=1", "--no-progress"]
 
 
+# EDGEKD_TEST_DEVICE=cuda runs every new distillation here on that device (resumed runs keep
+# the device they recorded).
+TEST_DEVICE = os.environ.get("EDGEKD_TEST_DEVICE")
+
+
 def edgekd(*args, timeout=600, **kwargs):
+    if TEST_DEVICE and args[:1] == ("distill",) and "--resume" not in args:
+        args = (*args, "--device", TEST_DEVICE)
     return subprocess.run([sys.executable, "-m", "edgekd.cli", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, **kwargs)
 
@@ -79,6 +86,26 @@ def test_black_box_teacher_matches_original_and_exposes_bn(unseen, mnist, fmt):
     assert [tuple(m.shape[2:]) for m in out.maps] == teacher.stage_sizes == [(28, 28), (14, 14), (7, 7)]
     out.logits.sum().backward()  # differentiable w.r.t. the input: what the generators need
     assert x.grad.abs().sum() > 0
+
+
+def test_export_constants_move_with_the_teacher(tmp_path):
+    """torch.export keeps tensor constants as plain attributes, which .to() used to leave behind
+    (so a teacher moved to a GPU mixed devices); they are buffers of the loaded graph."""
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 3, 3)
+
+        def forward(self, x):
+            return self.conv(x).mean((2, 3)) * torch.tensor([2.0, 3.0, 4.0])
+
+    batch = torch.export.Dim("batch", min=1)
+    torch.export.save(torch.export.export(Scaled(), (torch.zeros(2, 1, 8, 8),), dynamic_shapes=({0: batch},)),
+                      tmp_path / "scaled.pt2")
+    teacher = load_teacher(tmp_path / "scaled.pt2")
+    assert any("lifted_tensor" in name for name, _ in teacher.graph.named_buffers())
+    teacher.to("meta")
+    assert teacher(torch.zeros(2, 1, 8, 8, device="meta")).device.type == "meta"
 
 
 def test_teacher_info_json(unseen):
@@ -173,7 +200,7 @@ def test_fast_trains_resumes_and_improves_on_mnist(mnist, tmp_path):
                    "--eval-data", mnist, "--out", out, *settings, "--no-progress")
     assert first.returncode == 0, first.stderr
     state = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert state["iteration"] == 20 and len(state["method"]["bn_memory"]) == 2  # one per BatchNorm
+    assert state["iteration"] == 20 and len(state["ranks"][0]["method"]["bn_memory"]) == 2  # one per BatchNorm
     second = edgekd("distill", "--resume", out, "--iterations", 60, "--no-progress")
     assert second.returncode == 0, second.stderr
     assert "at iteration 20" in " ".join(second.stdout.split())
@@ -205,6 +232,89 @@ def test_resume_after_kill_9_loses_at_most_one_checkpoint_interval(tmp_path):
     assert f"resumed {out} at iteration {saved}" in " ".join(result.stdout.split())
     summary = json.loads((out / "summary.json").read_text())
     assert summary["iterations"] == saved + 20
+
+
+def test_resumed_run_reproduces_an_uninterrupted_one_bit_for_bit(tmp_path, monkeypatch):
+    """Model, optimizers, pool and random state all come back: a run stopped by SIGINT after
+    iteration 4 and resumed to 6 ends with exactly the weights of a run that never stopped."""
+    import edgekd.distill as run
+    from edgekd.errors import EdgekdError
+
+    teacher = load_teacher(EMBEDDED)
+    settings = resolve_settings("condbn", {}, {"batch_size": 16, "student_batch_size": 16, "student_steps": 2})
+
+    def train(out, resume=False):
+        config = run.new_config(teacher, student="lenet5_half", method="condbn", settings=dict(settings),
+                                budget=run.Budget(6, None), eval_data=None, mean=None, std=None, device="cpu",
+                                seed=3, checkpoint_every=(2, None), eval_every=(100, None), recipe=None,
+                                teacher_arch=None)
+        run.distill(teacher, config, out, resume=resume, show_progress=False, log=lambda *a: None)
+
+    train(tmp_path / "straight")
+    update = run.Progress.update
+
+    def interrupt_after_third(self, iteration, *args):
+        update(self, iteration, *args)
+        if iteration == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # the loop finishes iteration 4, then checkpoints
+
+    monkeypatch.setattr(run.Progress, "update", interrupt_after_third)
+    with pytest.raises(EdgekdError, match="interrupted at iteration 4; checkpoint saved"):
+        train(tmp_path / "stopped")
+    monkeypatch.setattr(run.Progress, "update", update)
+    at_stop = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)
+    assert at_stop["iteration"] == 4
+    train(tmp_path / "stopped", resume=True)
+
+    def weights(out):
+        return torch.load(out / "student.pt", weights_only=True)["state_dict"]
+
+    straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "stopped")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    generators = [torch.load(out / "generator.pt", weights_only=True)["state_dicts"][0]
+                  for out in (tmp_path / "straight", tmp_path / "stopped")]
+    assert all(torch.equal(generators[0][k], generators[1][k]) for k in generators[0])
+    # The two iterations after the resume did change the weights (an equality that cannot fail
+    # would also hold if the resumed run trained nothing).
+    assert not all(torch.equal(at_stop["ranks"][0]["student"][k], resumed[k]) for k in resumed)
+
+
+def test_two_processes_under_torchrun_train_checkpoint_and_resume_after_kill_9(tmp_path, mnist):
+    """`--nproc 2` (torchrun, gloo on the CPU): one student kept identical on both ranks by DDP,
+    a generator and pool share per rank, one checkpoint holding both, kill -9 then --resume."""
+    out = tmp_path / "run"
+    args = ["distill", "--nproc", 2, "--iterations", 400, "--checkpoint-every", 4, "--eval-every", 1000,
+            "--out", out, *QUICK]
+    proc = subprocess.Popen([sys.executable, "-m", "edgekd.cli", *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    checkpoint = out / "checkpoint.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline and not checkpoint.exists():
+        time.sleep(0.5)
+    time.sleep(3)
+    # The launcher and both training processes (torchrun starts them in sessions of their own).
+    subprocess.run(["pkill", "-9", "-f", "--", f"--out {out}"])
+    proc.wait()
+    time.sleep(1)
+    assert subprocess.run(["pgrep", "-f", "--", f"--out {out}"], capture_output=True).returncode == 1
+    state = torch.load(checkpoint, weights_only=True)
+    saved = state["iteration"]
+    assert state["world_size"] == 2 and len(state["ranks"]) == 2 and saved % 4 == 0 and saved < 400
+    first, second = (r for r in state["ranks"])
+    assert all(torch.equal(first["student"][k], second["student"][k]) for k in first["student"])
+    assert not all(torch.equal(first["method"]["generators"][k], second["method"]["generators"][k])
+                   for k in first["method"]["generators"])
+    assert len(torch.load(out / "pool.pt", weights_only=True)["ranks"]) == 2
+
+    assert_one_line_error(edgekd("distill", "--resume", out, "--no-progress"), "checkpointed by 2 process(es)")
+    result = edgekd("distill", "--resume", out, "--nproc", 2, "--iterations", saved + 8, "--eval-data", mnist,
+                    "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert f"resumed {out} at iteration {saved}" in " ".join(result.stdout.split())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["iterations"] == saved + 8 and summary["processes"] == 2
+    assert "Traceback" not in result.stderr
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):

@@ -67,7 +67,7 @@ def test_pool_is_written_bounded_and_resumed(tmp_path):
     result = edgekd("distill", "--method", "bnstats", "--iterations", 10, "--eval-every", 5, "--out", out,
                     "--set", "pool_size=100", *QUICK)
     assert result.returncode == 0, result.stderr
-    state = torch.load(out / "pool.pt", weights_only=True)
+    state = torch.load(out / "pool.pt", weights_only=True)["ranks"][0]  # one process: one share
     assert state["added"] == 160 and state["images"].shape == (100, 1, 28, 28)
     assert state["images"].dtype == torch.uint8
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -78,7 +78,7 @@ def test_pool_is_written_bounded_and_resumed(tmp_path):
     result = edgekd("distill", "--resume", out, "--iterations", 15, "--no-progress")
     assert result.returncode == 0, result.stderr
     assert "100 pooled images" in " ".join(result.stdout.split())
-    assert torch.load(out / "pool.pt", weights_only=True)["added"] == 240  # continued, not restarted
+    assert torch.load(out / "pool.pt", weights_only=True)["ranks"][0]["added"] == 240  # continued, not restarted
 
 
 def test_pool_size_zero_streams(tmp_path):

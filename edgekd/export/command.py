@@ -36,14 +36,17 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 @click.option("--mean", help="normalisation mean per channel to fold in (default: what the model records)")
 @click.option("--std", help="normalisation std per channel")
 @click.option("--trust-pickle", is_flag=True, help="allow loading a pickled module (runs code from the file)")
+@click.option("--device", default=None, metavar="auto|cpu|cuda|cuda:N",
+              help="where to synthesize calibration samples [auto]; converters run on the CPU")
 @click.option("--no-progress", is_flag=True, help="plain log lines")
 def export(source, want_onnx, want_tflite, fp16, int8, dynamic, calib, calib_size, nhwc, int8_io, per_tensor,
-           eval_data, out, force, teacher_arch, input_shape, mean, std, trust_pickle, no_progress):
+           eval_data, out, force, teacher_arch, input_shape, mean, std, trust_pickle, device, no_progress):
     """Export SOURCE (a run directory or a .pt2 / TorchScript / state_dict model) to ONNX and TFLite,
     float and int8, calibrated without data and checked against the float model.
 
     Without --onnx/--tflite: every format whose packages are installed. Without --fp16/--int8/--dynamic:
     fp32 and int8. The fp32 file of each format is always written (the reference)."""
+    from ..distill import pick_device
     from ..teacher import parse_shape
     from .core import export as run
     from .source import load_source
@@ -62,7 +65,8 @@ def export(source, want_onnx, want_tflite, fp16, int8, dynamic, calib, calib_siz
                       parse_floats(std, "--std"), trust_pickle)
     out = Path(out) if out else src.default_out
     log = console.print if not no_progress else (lambda msg: click.echo(msg))
-    results = run(src, out, formats, precisions, flags, calib, calib_size, eval_data, force, log)
+    results = run(src, out, formats, precisions, flags, calib, calib_size, eval_data, force, log,
+                  device=pick_device(device or "auto"))
     _show(results, out)
 
 

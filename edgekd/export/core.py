@@ -18,20 +18,24 @@ HELD_OUT = 128  # synthetic samples the artifacts are compared on, never used fo
 CALIB_SEED, HELD_OUT_SEED = 0, 1
 
 
-def samples(source: Source, calib: str, n: int, seed: int, log, steps=calibration.SYNTH_STEPS):
-    """(images in [0, 1], description): real data, the run's generators, or synthesis."""
+def samples(source: Source, calib: str, n: int, seed: int, log, steps=calibration.SYNTH_STEPS,
+            device=torch.device("cpu")):
+    """(images in [0, 1] on the CPU, description): real data, the run's generators, or
+    synthesis (computed on `device`)."""
     if calib != "synthetic":
         return calibration.from_data(calib, n, source.model.input_shape, seed), f"real images from {calib}"
     if source.generators:
-        return (calibration.from_generators(source.generators, n, source.to_pixels, seed),
-                "samples of the run's generator")
+        x = calibration.from_generators([g.to(device) for g in source.generators], n, source.to_pixels, seed)
+        return x.cpu(), "samples of the run's generator"
     log(f"synthesizing {n} samples from the model alone ...")
-    return calibration.synthesize(source.model, n, source.to_model_space, seed, steps)
+    x, how = calibration.synthesize(source.model.to(device), n, source.to_model_space, seed, steps)
+    source.model.to("cpu")  # the converters trace it on the CPU
+    return x.cpu(), how
 
 
 def export(source: Source, out: Path, formats: list[str], precisions: list[str], flags: set,
            calib: str = "synthetic", calib_size: int = 256, eval_data=None, force=False, log=print,
-           synth_steps: int = calibration.SYNTH_STEPS) -> list[dict]:
+           synth_steps: int = calibration.SYNTH_STEPS, device=torch.device("cpu")) -> list[dict]:
     out = Path(out)
     if out.exists() and not force:
         raise EdgekdError(f"output directory {out} exists; pass --force to replace it or --out DIR")
@@ -48,9 +52,9 @@ def export(source: Source, out: Path, formats: list[str], precisions: list[str],
         both, where = samples(source, calib, calib_size + HELD_OUT, CALIB_SEED, log)
         calib_x, held_out = both[:calib_size], both[calib_size:]
     else:
-        held_out, where = samples(source, calib, HELD_OUT, HELD_OUT_SEED, log, synth_steps)
+        held_out, where = samples(source, calib, HELD_OUT, HELD_OUT_SEED, log, synth_steps, device)
         needs_calib = any(p == "int8" for _, p in work)
-        calib_x = samples(source, calib, calib_size, CALIB_SEED, log, synth_steps)[0] if needs_calib else None
+        calib_x = samples(source, calib, calib_size, CALIB_SEED, log, synth_steps, device)[0] if needs_calib else None
     calibrated = f"{len(calib_x)} {where}" if calib_x is not None else None
     nhwc = "nhwc" in flags
     ref = checks.reference(Deployable(source), held_out, eval_set)

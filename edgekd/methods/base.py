@@ -126,6 +126,7 @@ class Method:
 
     needs: set = {"gradients"}
     defaults: dict = {}
+    loss_scaling = True  # its optimizer steps go through optimize(), so --precision fp16 works
     conditional = False
     # What edgekd adds to the paper's method; `edgekd methods` lists it.
     additions = "the synthetic data pool, off by default (--set pool_size=N)"
@@ -133,25 +134,33 @@ class Method:
     # images are run through the teacher again instead of using cached logits.
     student_needs: set = set()  # "features", "maps"
 
-    def __init__(self, teacher, student, settings: dict, device, mean=None, std=None):
-        self.teacher, self.student, self.s, self.device = teacher, student, settings, device
+    def __init__(self, teacher, student, settings: dict, device, mean=None, std=None, fp16: bool = False):
+        """`student` is the module to train (under DistributedDataParallel on several ranks);
+        `fp16` scales the losses so that float16 gradients do not underflow (torch.amp)."""
+        self.teacher, self.student, self.s, self.device = teacher, student, settings, torch.device(device)
         c = settings
         self.generators = nn.ModuleList(
             Generator(c["latent_dim"], teacher.input_shape, c["generator_width"],
                       teacher.num_classes if self.conditional else 0, mean, std, c["generator_output"])
             for _ in range(c["num_generators"])).to(device)
-        self.extra = nn.ModuleDict(self.extra_modules()).to(device)  # trained with the student
         self.opt_g = torch.optim.Adam(self.generators.parameters(), lr=self.generator_lr(), betas=(0.5, 0.999))
-        self.student_params = student_params = list(student.parameters()) + list(self.extra.parameters())
         if c["student_optimizer"] == "sgd":
-            self.opt_s = torch.optim.SGD(student_params, lr=c["lr_student"], momentum=0.9,
+            self.opt_s = torch.optim.SGD(student.parameters(), lr=c["lr_student"], momentum=0.9,
                                          weight_decay=c["weight_decay"], nesterov=True)
         else:
-            self.opt_s = torch.optim.Adam(student_params, lr=c["lr_student"], weight_decay=c["weight_decay"])
+            self.opt_s = torch.optim.Adam(student.parameters(), lr=c["lr_student"], weight_decay=c["weight_decay"])
         self.base_lrs = {opt: [g["lr"] for g in opt.param_groups] for opt in (self.opt_g, self.opt_s)}
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
 
-    def extra_modules(self) -> dict:
-        return {}
+    def optimize(self, opt, loss, clip_norm: float = 0.0):
+        """One step of `opt` on `loss` (scaled under fp16), its gradients clipped to `clip_norm`."""
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if clip_norm:
+            self.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip_norm)
+        self.scaler.step(opt)
+        self.scaler.update()
 
     def generator_lr(self) -> float:
         return self.s["lr_generator"]
@@ -163,9 +172,7 @@ class Method:
 
     def update_generators(self, loss):
         """One optimizer step on the generators' objective; returns it (logged as "generator")."""
-        self.opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_g.step()
+        self.optimize(self.opt_g, loss)
         return loss.detach()
 
     @torch.no_grad()
@@ -182,7 +189,7 @@ class Method:
     def generate(self, iteration: int, n: int | None = None):
         """A batch from the generator whose turn it is (round robin over the ensemble)."""
         gen = self.generators[iteration % len(self.generators)]
-        return gen.sample(n or self.s["batch_size"], device=self.device)
+        return gen.sample(n or self.s["batch_size"])
 
     def student_loss(self, x, teacher_out, labels) -> tuple[torch.Tensor, dict]:
         """The student's objective on a batch: KD on logits (methods with more terms override it)."""
@@ -191,19 +198,15 @@ class Method:
 
     def student_step(self, x, teacher_out, labels) -> dict:
         loss, parts = self.student_loss(x, teacher_out, labels)
-        self.opt_s.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.s["clip_grad_norm"]:
-            torch.nn.utils.clip_grad_norm_(self.student_params, self.s["clip_grad_norm"])
-        self.opt_s.step()
+        self.optimize(self.opt_s, loss, self.s["clip_grad_norm"])
         return parts
 
     def state_dict(self) -> dict:
-        return {"generators": self.generators.state_dict(), "extra": self.extra.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_s": self.opt_s.state_dict()}
+        return {"generators": self.generators.state_dict(), "opt_g": self.opt_g.state_dict(),
+                "opt_s": self.opt_s.state_dict(), "scaler": self.scaler.state_dict()}
 
     def load_state_dict(self, state: dict):
         self.generators.load_state_dict(state["generators"])
-        self.extra.load_state_dict(state["extra"])
+        self.scaler.load_state_dict(state["scaler"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_s.load_state_dict(state["opt_s"])

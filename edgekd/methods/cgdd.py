@@ -64,8 +64,8 @@ class CGDD(Method):
     defaults = {"lr_generator": 1e-2, "w_label": 1.0, "w_adv": 1.0, "w_student_label": 1.0,
                 "w_attention": 250.0}
 
-    def __init__(self, teacher, student, settings, device, mean=None, std=None):
-        super().__init__(teacher, student, settings, device, mean, std)
+    def __init__(self, teacher, student, settings, device, mean=None, std=None, fp16=False):
+        super().__init__(teacher, student, settings, device, mean, std, fp16)
         sizes = teacher.stage_sizes
         self.student_maps = StageMaps(student, teacher.input_shape, sizes)
         self.teacher_map_index = [sizes.index(size) for size in self.student_maps.sizes]

@@ -10,6 +10,7 @@ import copy
 
 import torch
 import torch.nn.functional as F
+from torch.utils._pytree import tree_map
 
 from . import METHODS
 from .base import Method, Synthesis, batch_statistics, bn_statistics_loss
@@ -33,8 +34,10 @@ class Fast(Method):
 
     additions = "the first BatchNorm's statistics weighted w_first_bn times (DeepInversion's multiplier)"
 
-    def __init__(self, teacher, student, settings, device, mean=None, std=None):
-        super().__init__(teacher, student, settings, device, mean, std)
+    loss_scaling = False  # the meta-update steps its optimizers itself
+
+    def __init__(self, teacher, student, settings, device, mean=None, std=None, fp16=False):
+        super().__init__(teacher, student, settings, device, mean, std, fp16)
         self.bn_memory = None  # momentum-averaged batch statistics of past rounds, per BatchNorm
 
     def generator_lr(self):
@@ -75,8 +78,13 @@ class Fast(Method):
                 losses["adv"] = (kl * agree).mean()
             loss = (s["w_bn"] * losses["bn"] + s["w_onehot"] * losses["onehot"]
                     - s["w_adv"] * losses.get("adv", 0.0))
-            if best is None or loss.item() < best[0]:  # the round keeps its best batch
-                best = (loss.item(), x.detach(), {"generator": loss.detach(), **{k: v.detach() for k, v in losses.items()}})
+            # The round keeps its best batch, chosen on the device (no host sync per inner step).
+            step = (loss.detach(), x.detach(), {"generator": loss.detach(), **{k: v.detach() for k, v in losses.items()}})
+            if best is None:
+                best = step
+            else:
+                better = step[0] < best[0]
+                best = tree_map(lambda new, old: torch.where(better, new, old), step, best)
             inner.zero_grad(set_to_none=True)
             loss.backward()
             for meta_p, fast_p in zip(meta.parameters(), fast.parameters()):  # first-order MAML

@@ -1,0 +1,290 @@
+"""Throughput: images per second of each stage of distillation and of one whole iteration of
+every method, through edgekd and through a minimal hand-written PyTorch loop doing the same math
+with the same models (the floor of overhead), on the current device and precision.
+
+    python benchmarks/throughput.py [--case cifar10|mnist] [--device auto] [--precision auto]
+                                    [--compile] [--threads N] [--seconds 5]
+
+Cases: cifar10 (ResNet-56 teacher, the akamaster weights from ../shared when present, else
+random ones: speed does not depend on them -> resnet20) and mnist (lenet5_bn -> lenet5_half).
+The teacher edgekd sees is a .pt2 export of the very module the hand-written loop runs.
+
+Stages (batch 64, the synthesis batch of condbn, and the student batch of 128):
+  teacher forward            logits of a batch, no gradient
+  teacher forward+backward   the gradient of the logits' sum with respect to the input
+  student step               KD on a batch with known teacher logits: forward, backward, SGD step
+  generator step             condbn's: generator -> crop/flip -> teacher with BatchNorm inputs ->
+                             statistics + label loss -> backward through the teacher -> Adam step
+Whole iterations: `edgekd distill` itself, for --iterations, with synthesis and student steps in
+every iteration (synthesis_only=0, synthesis_until=1) and no evaluation or checkpoint inside the
+timed span; images per second count the synthesized and the student's images. The hand-written
+loops exist for condbn (pool) and dafl (streaming), the two methods `auto` picks on teachers
+with gradients; the other methods show edgekd's figure alone.
+Writes benchmarks/results/throughput_<case>_<device>_<precision>.json.
+"""
+import argparse
+import contextlib
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+
+from edgekd.data import Dataset
+from edgekd.distill import PRECISIONS, Budget, distill, new_config, pick_device, pick_precision, resolve_settings
+from edgekd.fileio import write_json
+from edgekd.generators import Generator
+from edgekd.methods import METHODS
+from edgekd.methods.base import batch_statistics, bn_statistics_loss, kd_loss, negative_entropy_of_mean
+from edgekd.pool import augment
+from edgekd.students import create_student
+from edgekd.teacher import TeacherOutput, load_teacher, save_export
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("EDGEKD_DATA", ROOT.parent / "shared"))
+SYNTH_BATCH, STUDENT_BATCH = 64, 128
+ROUNDS = 3
+CASES = {"cifar10": ("resnet56", "resnet20", (3, 32, 32)), "mnist": ("lenet5_bn", "lenet5_half", (1, 28, 28))}
+
+
+def teacher_module(case: str) -> torch.nn.Module:
+    arch, _, shape = CASES[case]
+    model = create_student(arch, shape[0], 10, shape[1:])
+    weights = DATA / "teachers/cifar10-resnet-akamaster/resnet56-4bfd9763.th"
+    if case == "cifar10" and weights.exists():
+        state = torch.load(weights, map_location="cpu", weights_only=True)["state_dict"]
+        model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+    return model.eval()
+
+
+def timed(step, device, seconds: float, images: int) -> float:
+    """Images per second of `step` over about `seconds`, after 3 warm-up calls."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(3):
+        step()
+    sync()
+    start, calls = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        step()
+        calls += 1
+    sync()
+    return calls * images / (time.perf_counter() - start)
+
+
+class HandWritten:
+    """The same math as edgekd's condbn and dafl iterations, in plain PyTorch: the teacher's
+    BatchNorm inputs and penultimate features taken by forward hooks, the pool a uint8 tensor,
+    no run directory."""
+
+    def __init__(self, teacher, student_arch, shape, device, method, compile_=False):
+        s = self.s = resolve_settings(method, {}, {"synthesis_only": 0.0, "synthesis_until": 1.0})
+        self.teacher, self.device = teacher, device
+        self.student = create_student(student_arch, shape[0], 10, shape[1:]).to(device)
+        self.gen = Generator(s["latent_dim"], shape, s["generator_width"],
+                             10 if METHODS.get(method).conditional else 0).to(device)
+        if compile_:
+            self.student.compile(), self.gen.compile()
+        self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=s["lr_generator"], betas=(0.5, 0.999))
+        if s["student_optimizer"] == "sgd":
+            self.opt_s = torch.optim.SGD(self.student.parameters(), lr=s["lr_student"], momentum=0.9,
+                                         weight_decay=s["weight_decay"], nesterov=True)
+        else:
+            self.opt_s = torch.optim.Adam(self.student.parameters(), lr=s["lr_student"], weight_decay=s["weight_decay"])
+        self.bns = [m for m in teacher.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        last_linear = [m for m in teacher.modules() if isinstance(m, torch.nn.Linear)][-1]
+        self.bn_inputs, self.features = [], []
+        self.hooks = [m.register_forward_hook(lambda mod, inputs, out: self.bn_inputs.append(inputs[0]))
+                      for m in self.bns]
+        self.hooks.append(last_linear.register_forward_hook(lambda mod, inputs, out: self.features.append(inputs[0])))
+        self.pool = torch.randint(0, 256, (4096, *shape), dtype=torch.uint8)
+        self.pool_logits = torch.randn(4096, 10)
+
+    def close(self):
+        for h in self.hooks:
+            h.remove()
+
+    def teach(self, x):
+        self.bn_inputs.clear(), self.features.clear()
+        return self.teacher(x)
+
+    def student_step(self, x, logits):
+        loss = kd_loss(self.student(x), logits, self.s["temperature"])
+        self.opt_s.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.s["clip_grad_norm"]:
+            torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.s["clip_grad_norm"])
+        self.opt_s.step()
+
+    def condbn_generator_step(self):
+        s = self.s
+        z = torch.randn(s["batch_size"], self.gen.latent_dim, device=self.device)
+        y = torch.randint(0, 10, (s["batch_size"],), device=self.device)
+        view = augment(self.gen(z, y), s["augment_crop"], True)
+        logits = self.teach(view)
+        stats = [(m.running_mean, m.running_var) for m in self.bns]
+        loss = s["w_bn"] * bn_statistics_loss(batch_statistics(self.bn_inputs), stats, s["w_first_bn"]) + \
+            s["w_label"] * F.cross_entropy(logits, y)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        return view.detach(), logits.detach()
+
+    def condbn_iteration(self):
+        view, logits = self.condbn_generator_step()
+        slots = torch.randint(0, len(self.pool), (len(view),))
+        self.pool[slots] = view.clamp(0, 1).mul(255).round().to("cpu", torch.uint8)
+        self.pool_logits[slots] = logits.float().cpu()
+        for _ in range(self.s["student_steps"]):
+            idx = torch.randint(0, len(self.pool), (self.s["student_batch_size"],))
+            x = augment(self.pool[idx].to(self.device).float().div_(255), self.s["augment_crop"], True)
+            self.student_step(x, self.pool_logits[idx].to(self.device))
+
+    def dafl_iteration(self):
+        s = self.s
+        x = self.gen(torch.randn(s["batch_size"], self.gen.latent_dim, device=self.device))
+        logits = self.teach(x)
+        loss = (s["w_onehot"] * F.cross_entropy(logits, logits.argmax(1))
+                + s["w_entropy"] * negative_entropy_of_mean(logits)
+                - s["w_activation"] * self.features[-1].flatten(1).abs().mean())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        for step in range(s["student_steps"]):
+            if step:
+                with torch.no_grad():
+                    x = self.gen(torch.randn(s["batch_size"], self.gen.latent_dim, device=self.device))
+                    logits = self.teach(x)
+            self.student_step(x.detach(), logits.detach())
+
+
+def iteration_images(settings) -> int:
+    return settings["batch_size"] + settings["student_steps"] * (
+        settings["student_batch_size"] if settings["pool_size"] else settings["batch_size"])
+
+
+def edgekd_iterations(teacher_path, case, method, device_name, precision, compile_, iterations, folder) -> float:
+    """Images per second of `edgekd distill` (the training clock it reports)."""
+    _, student, shape = CASES[case]
+    teacher = load_teacher(teacher_path)
+    settings = resolve_settings(method, {}, {"synthesis_only": 0.0, "synthesis_until": 1.0})
+    config = new_config(teacher, student=student, method=method, settings=settings, budget=Budget(iterations, None),
+                        eval_data=None, mean=None, std=None, device=device_name, seed=0,
+                        checkpoint_every=(10 ** 9, None), eval_every=(10 ** 9, None), recipe=None,
+                        teacher_arch=None, precision=precision, compile=compile_)
+    probe = Dataset(torch.rand(64, *shape), torch.zeros(64, dtype=torch.long), None, "random")
+    summary = distill(teacher, config, folder / method, probe, show_progress=False, log=lambda *a: None)
+    return iterations * iteration_images(settings) / summary["wall_seconds"]
+
+
+def hand_iterations(module, case, method, device, seconds, autocast, compile_) -> float:
+    loop = HandWritten(module, CASES[case][1], CASES[case][2], device, method, compile_)
+    with torch.autocast(**autocast):
+        speed = timed(getattr(loop, f"{method}_iteration"), device, seconds, iteration_images(loop.s))
+    loop.close()
+    return speed
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--case", choices=sorted(CASES), default="cifar10")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", choices=["auto", *PRECISIONS], default="auto")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both edgekd's and the hand-written models")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's, all cores)")
+    parser.add_argument("--seconds", type=float, default=6.0, help="time per stage and side (in 3 alternated rounds)")
+    parser.add_argument("--iterations", type=int, default=50, help="edgekd distill iterations per method")
+    parser.add_argument("--methods", default="condbn,bnstats,fast,ddad,dafl,cgdd,proxy")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    precision = pick_precision(args.precision, device)
+    autocast = dict(device_type=device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32")
+    torch.manual_seed(0)
+    _, student_arch, shape = CASES[args.case]
+    module = teacher_module(args.case)
+    folder = Path(tempfile.mkdtemp(prefix="edgekd-throughput-"))
+    save_export(module, shape, folder / "teacher.pt2")
+    teacher = load_teacher(folder / "teacher.pt2").to(device)
+    module = module.to(device)
+    for p in list(module.parameters()) + list(teacher.graph.parameters()):
+        p.requires_grad_(False)
+    student = create_student(student_arch, shape[0], 10, shape[1:]).to(device)
+    method = METHODS.get("condbn")(teacher, student, resolve_settings("condbn", {}, {}), device,
+                                   fp16=precision == "fp16")
+    if args.compile:
+        teacher.compiled = True
+        for m in (module, student, *method.generators):
+            m.compile()
+    hand = HandWritten(module, student_arch, shape, device, "condbn", args.compile)
+
+    x = torch.rand(SYNTH_BATCH, *shape, device=device)
+    xs = torch.rand(STUDENT_BATCH, *shape, device=device)
+    logits = torch.randn(STUDENT_BATCH, 10, device=device)
+    labels = torch.randint(0, 10, (STUDENT_BATCH,), device=device)
+
+    def backward_to_input(forward):
+        def step():
+            xg = x.clone().requires_grad_(True)
+            forward(xg).sum().backward()
+        return step
+
+    stages = [
+        ("teacher forward", SYNTH_BATCH, lambda: teacher.run(x), lambda: hand.teach(x), torch.no_grad),
+        ("teacher forward+backward", SYNTH_BATCH, backward_to_input(lambda v: teacher.run(v).logits),
+         backward_to_input(hand.teach), contextlib.nullcontext),
+        ("student step", STUDENT_BATCH, lambda: method.student_step(xs, TeacherOutput(logits, None, [], []), labels),
+         lambda: hand.student_step(xs, logits), contextlib.nullcontext),
+        ("generator step (condbn)", SYNTH_BATCH, lambda: method.generator_step(0, False),
+         hand.condbn_generator_step, contextlib.nullcontext),
+    ]
+    rows = []
+    console = Console()
+    for name, images, ours, theirs, context in stages:
+        # Alternated rounds, median of each side: a slow spell of the machine hits both alike.
+        speeds = {"edgekd": [], "hand_written": []}
+        with torch.autocast(**autocast), context():
+            for _ in range(ROUNDS):
+                speeds["edgekd"].append(timed(ours, device, args.seconds / ROUNDS, images))
+                speeds["hand_written"].append(timed(theirs, device, args.seconds / ROUNDS, images))
+        rows.append({"what": name, **{k: statistics.median(v) for k, v in speeds.items()}})
+        console.print(f"{name}: {rows[-1]['edgekd']:.0f} vs {rows[-1]['hand_written']:.0f} img/s")
+    hand.close()
+    for name in args.methods.split(","):
+        row = {"what": f"iteration: {name}",
+               "edgekd": edgekd_iterations(folder / "teacher.pt2", args.case, name, str(device), precision,
+                                           args.compile, args.iterations, folder),
+               "hand_written": hand_iterations(module, args.case, name, device, args.seconds, autocast, args.compile)
+               if name in ("condbn", "dafl") else None}
+        rows.append(row)
+        console.print(f"{row['what']}: {row['edgekd']:.0f} img/s")
+
+    table = Table(title=f"throughput, {args.case}, {device} ({torch.get_num_threads()} threads), {precision}"
+                        + (", compiled" if args.compile else ""))
+    for col in ("", "edgekd img/s", "hand-written img/s", "edgekd / hand"):
+        table.add_column(col, justify="left" if not col else "right")
+    for r in rows:
+        ratio = r["edgekd"] / r["hand_written"] if r["hand_written"] else None
+        r["ratio"] = round(ratio, 3) if ratio else None
+        table.add_row(r["what"], f"{r['edgekd']:.0f}", f"{r['hand_written']:.0f}" if r["hand_written"] else "-",
+                      f"{ratio:.2f}" if ratio else "-")
+    console.print(table)
+    out = args.out or ROOT / "benchmarks/results" / f"throughput_{args.case}_{device.type}_{precision}.json"
+    write_json(out, {"date": datetime.date.today().isoformat(), "machine": platform.machine(),
+                     "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                     "threads": torch.get_num_threads(), "precision": precision, "compile": args.compile,
+                     "case": args.case, "command": " ".join(["python", *sys.argv]), "rows": rows})
+    console.print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -211,10 +211,16 @@ def _launch_torchrun(nproc: int):
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"edgekd-{os.getpid()}",
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # failures get one line below
     try:
         elastic_launch(config, sys.executable)("-m", "edgekd", *args)
-    except ChildFailedError as e:  # the processes printed their own one-line errors
-        sys.exit(max((f.exitcode for f in e.failures.values()), default=1) or 1)
+    except ChildFailedError as e:
+        first = e.failures.get(0)
+        if first is not None and first.exitcode == 2:  # rank 0 printed the error
+            sys.exit(2)
+        rank, failure = min(e.failures.items())
+        raise EdgekdError(f"process {rank} of {nproc} stopped (exit code {failure.exitcode}); "
+                          "run without --nproc to see why") from None
 
 
 def parse_period(value, name: str, default: tuple) -> tuple:
@@ -437,8 +443,8 @@ def main():
     try:
         cli.main(standalone_mode=False)
     except EdgekdError as e:
-        rank = os.environ.get("RANK", "0")  # under torchrun, say which process
-        click.echo(f"error: {e}" if rank == "0" else f"error: rank {rank}: {e}", err=True)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 speaks for every process
+            click.echo(f"error: {e}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

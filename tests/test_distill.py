@@ -317,6 +317,14 @@ def test_two_processes_under_torchrun_train_checkpoint_and_resume_after_kill_9(t
     assert "Traceback" not in result.stderr
 
 
+def test_bf16_autocast_trains_on_the_cpu(tmp_path):
+    out = tmp_path / "run"
+    result = edgekd("distill", "--iterations", 3, "--precision", "bf16", "--device", "cpu", "--out", out, *QUICK)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["precision"] == "bf16" and summary["iterations"] == 3 and summary["device"] == "cpu"
+
+
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "edgekd.cli", "distill", "--iterations", "100000",
@@ -396,6 +404,10 @@ def _bad_inputs(tmp_path, unseen, mnist):
         (["distill", "--set", "nosuchsetting=1"], "unknown setting"),
         (["distill", "--set", "augment_flip=maybe"], "choose one of true, false, auto"),
         (["distill", "--resume", tmp_path], "not an edgekd run directory"),
+        (["distill", "--device", "tpu"], "--device takes auto, cpu, cuda or cuda:N"),
+        (["distill", "--device", "cuda:99"], "cuda:99"),  # no GPU, or fewer than 100
+        (["distill", "--precision", "fp16", "--device", "cpu"], "fp16 needs a CUDA GPU"),
+        (["distill", "--method", "fast", "--max-queries", 10, "--nproc", 2], "--max-queries counts"),
     ]
 
 

@@ -325,8 +325,13 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
     learns_without_teacher = pool is not None and s["pool_logits"] == "cached" and not method.student_needs
     queries_spent = teacher.query_limit is not None and teacher.queries >= teacher.query_limit
 
+    def rollback_point():
+        """The student and method as they are now (copied), for a roll-back after NaN losses."""
+        return copy.deepcopy({"student": student.state_dict(), "method": method.state_dict(), "iteration": iteration})
+
     def rank_state():
-        """What this rank alone knows: its generators and optimizers, its random state."""
+        """This rank's part of a checkpoint: the student, its own generators and optimizers, its
+        random state."""
         return {"student": student.state_dict(), "method": method.state_dict(), "rng": rng_state(device)}
 
     def save_checkpoint():
@@ -386,7 +391,7 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
                     x, labels = method.generate(iteration)
                 yield x, teacher_on(x), labels
 
-    last_good = copy.deepcopy({"student": student.state_dict(), "method": method.state_dict(), "iteration": iteration})
+    last_good = rollback_point()
     last_eval = {}
     eval_due = Every(config["eval_every"], config["eval_every_minutes"], seconds)
     checkpoint_due = Every(config["checkpoint_every"], config["checkpoint_every_minutes"], seconds)
@@ -445,8 +450,7 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
                 if checkpoint_due(iteration, seconds) or done or stopping:
                     paused = time.perf_counter()
                     save_checkpoint()
-                    last_good = copy.deepcopy({"student": student.state_dict(), "method": method.state_dict(),
-                                               "iteration": iteration})
+                    last_good = rollback_point()
                     start += time.perf_counter() - paused
                 if stopping:
                     break

@@ -3,6 +3,7 @@ import json
 import logging
 import os
 import signal
+import tempfile
 import sys
 import warnings
 from pathlib import Path
@@ -154,9 +155,11 @@ def distill(teacher, student, method, recipe, out, teacher_arch, input_shape, tr
     method = resolve_method(asked, t.access)
     if asked == "auto" and "gradients" not in t.access:
         console.print(f"method auto -> {method}: the teacher can only be queried ({t.backend}, {t.output} out)")
-    student = student or r.get("student") or ("lenet5_half" if t.input_shape[0] == 1 else "resnet20")
-    from .students import STUDENTS
-    STUDENTS.get(student)
+    asked = student or r.get("student") or ("lenet5_half" if t.input_shape[0] == 1 else "resnet20")
+    from .students import resolve_student
+    student = resolve_student(asked, t.input_shape)
+    if student != asked:
+        console.print(f"student {asked} -> {student} for {'x'.join(map(str, t.input_shape))}")
     settings = run.resolve_settings(method, r.get("settings", {}), _settings(overrides))
     eval_data = eval_data or r.get("eval_data")
     eval_set = None
@@ -195,6 +198,9 @@ def _quiet_unless_main(ranks):
     console.quiet = not ranks.main
 
 
+ERROR_DIR = "EDGEKD_ERROR_DIR"
+
+
 def _launch_torchrun(nproc: int):
     """`edgekd distill --nproc N ...`: the same command on N local processes under torchrun
     (its standalone rendezvous), as `torchrun --standalone --nproc-per-node N -m edgekd ...`."""
@@ -212,15 +218,21 @@ def _launch_torchrun(nproc: int):
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"edgekd-{os.getpid()}",
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # failures get one line below
-    try:
-        elastic_launch(config, sys.executable)("-m", "edgekd", *args)
-    except ChildFailedError as e:
-        first = e.failures.get(0)
-        if first is not None and first.exitcode == 2:  # rank 0 printed the error
-            sys.exit(2)
-        rank, failure = min(e.failures.items())
-        raise EdgekdError(f"process {rank} of {nproc} stopped (exit code {failure.exitcode}); "
-                          "run without --nproc to see why") from None
+    # The processes leave their errors here (main()) and this one prints one of them: whichever
+    # process fails first, the agent stops the others, perhaps before they could print.
+    with tempfile.TemporaryDirectory(prefix="edgekd-errors-") as errors:
+        os.environ[ERROR_DIR] = errors  # for the processes it starts
+        try:
+            elastic_launch(config, sys.executable)("-m", "edgekd", *args)
+        except ChildFailedError as e:
+            reported = sorted(Path(errors).iterdir(), key=lambda f: int(f.name))
+            if reported:
+                raise EdgekdError(reported[0].read_text()) from None
+            rank, failure = min(e.failures.items())
+            raise EdgekdError(f"process {rank} of {nproc} stopped (exit code {failure.exitcode}); "
+                              "run without --nproc to see why") from None
+        finally:
+            del os.environ[ERROR_DIR]
 
 
 def parse_period(value, name: str, default: tuple) -> tuple:
@@ -390,11 +402,14 @@ def teacher_train(data, arch, out, epochs, batch_size, lr, mean, std, seed, devi
 @click.option("--classes", type=click.IntRange(2), default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def students(input_shape, classes, as_json):
-    """List the student architectures with parameters and MACs."""
-    from .students import describe_students
+    """List the student architectures with parameters and MACs, and the family names that
+    stand for one of them."""
+    from .students import FAMILIES, describe_students, resolve_student
     from .teacher import parse_shape
 
-    rows = describe_students(parse_shape(input_shape), classes)
+    shape = parse_shape(input_shape)
+    rows = describe_students(shape, classes)
+    families = {family: resolve_student(family, shape) for family in FAMILIES}
     if as_json:
         click.echo(json.dumps(rows))
         return
@@ -404,6 +419,8 @@ def students(input_shape, classes, as_json):
     for r in rows:
         table.add_row(r["name"], f"{r['params']:,}", f"{r['macs'] / 1e6:.2f}")
     console.print(table)
+    console.print(f"family names for {input_shape.replace(',', 'x')}: "
+                  + ", ".join(f"{family} -> {member}" for family, member in families.items()))
 
 
 @cli.command()
@@ -443,7 +460,9 @@ def main():
     try:
         cli.main(standalone_mode=False)
     except EdgekdError as e:
-        if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 speaks for every process
+        if os.environ.get(ERROR_DIR) and "RANK" in os.environ:  # under --nproc the launcher prints it, once
+            Path(os.environ[ERROR_DIR], os.environ.get("RANK", "0")).write_text(str(e))
+        elif os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 speaks for every process
             click.echo(f"error: {e}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:

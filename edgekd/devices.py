@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from .errors import EdgekdError
+from .registry import did_you_mean
 
 KINDS = ("mcu", "mpu", "phone", "host")
 REQUIRED = ("name", "kind", "cpu", "ram_bytes", "connect")
@@ -35,6 +36,9 @@ def _load(path: Path) -> dict:
         raise EdgekdError(f"device profile {path} needs {', '.join(REQUIRED)} and a kind in {', '.join(KINDS)}")
     if profile["kind"] == "mcu" and profile.get("default_runtime") not in profile.get("runtimes", {}):
         raise EdgekdError(f"device profile {path}: default_runtime must name one of its runtimes")
+    # What every runtime of the board shares (its RAM and flash outside the model), said once.
+    shared = profile.pop("runtime_defaults", {})
+    profile["runtimes"] = {name: {**shared, **runtime} for name, runtime in profile.get("runtimes", {}).items()}
     profile["path"] = str(path)
     return _fill_host(profile) if profile["kind"] == "host" else profile
 
@@ -83,5 +87,6 @@ def load_profile(name_or_path) -> dict:
         candidate = folder / f"{name_or_path}.yaml"
         if candidate.is_file():
             return _load(candidate)
-    names = ", ".join(p["name"] for p in list_profiles())
-    raise EdgekdError(f"unknown device '{name_or_path}' (known: {names}; or give a profile .yaml)")
+    names = [p["name"] for p in list_profiles()]
+    raise EdgekdError(f"unknown device '{name_or_path}'{did_you_mean(str(name_or_path), names)} "
+                      f"(known: {', '.join(names)}; or give a profile .yaml)")

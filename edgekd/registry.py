@@ -1,5 +1,13 @@
 """One registry type behind students, methods, teacher formats and export formats."""
+import difflib
+
 from .errors import EdgekdError
+
+
+def did_you_mean(name: str, known) -> str:
+    """ "; did you mean 'x'?" for the closest known name, or "" when none is close."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 class Registry:
@@ -17,7 +25,8 @@ class Registry:
 
     def get(self, name: str):
         if name not in self._entries:
-            raise EdgekdError(f"unknown {self.kind} '{name}'; choose one of: {', '.join(self.names())}")
+            raise EdgekdError(f"unknown {self.kind} '{name}'{did_you_mean(name, self.names())} "
+                              f"(choose one of: {', '.join(self.names())})")
         return self._entries[name]
 
     def names(self) -> list[str]:

@@ -306,11 +306,14 @@ def build_report(run, out=None) -> tuple:
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path())
+@click.argument("run_dir", required=False, type=click.Path())
 @click.option("--out", type=click.Path(), help="folder for report.md, report.html and the PNGs [RUN_DIR/report]")
 def report(run_dir, out):
-    """Markdown + self-contained HTML report of a run: curves, samples, exports and probes."""
-    md, page, missing = build_report(run_dir, out)
+    """Markdown + self-contained HTML report of a run (the latest under ./runs when RUN_DIR is
+    omitted): curves, samples, exports and probes."""
+    from .runs import run_or_latest
+
+    md, page, missing = build_report(run_or_latest(run_dir, click.echo), out)
     click.echo(f"wrote {md} and {page}")
     for m in missing:
         click.echo(f"  not found: {m}")

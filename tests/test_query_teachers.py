@@ -3,6 +3,7 @@ all, or queried through onnxruntime on request), TFLite files (float and int8) i
 Python callable; the query budget, across kill -9 and --resume; one-line errors for broken callables."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -77,7 +78,7 @@ def test_tflite_teacher_float_and_int8(shared, name, tmp_path):
     result = edgekd("distill", path, "--iterations", 4, "--out", out, *raw, *TINY)
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["method"] == "proxy" and summary["teacher_queries"] == 4 * 16 * 2  # image + its difference
+    assert summary["method"] == "proxy" and summary["teacher_queries"] == 4 * 16 * 3  # image + its two differences
 
 
 def queries_logged(path: Path) -> int:
@@ -101,9 +102,12 @@ def test_query_budget_holds_across_kill_9_and_resume(tmp_path):
     assert budget // 3 < spent_before < budget
     result = edgekd("distill", "--resume", out, "--no-progress", env=env)
     assert result.returncode == 0, result.stderr
-    assert "query budget spent: 6,000 teacher queries" in " ".join(result.stdout.split())
+    # Spent to within one image's queries (three: the image and two differences): a kill
+    # between an image's queries leaves a remainder no image fits in.
+    spent = re.search(r"query budget spent: ([\d,]+) teacher queries", " ".join(result.stdout.split()))
+    assert spent and budget - 3 < int(spent.group(1).replace(",", "")) <= budget
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["teacher_queries"] == budget and summary["iterations"] == 600  # the student went on
+    assert budget - 3 < summary["teacher_queries"] <= budget and summary["iterations"] == 600  # the student went on
     # What the teacher really answered: training's queries, plus what each process asked before
     # training (the same in both: the loader's probe, the probe set's labels, the flip test),
     # which the budget does not cover.
@@ -120,7 +124,7 @@ def test_label_only_callable_teacher(tmp_path, shared):
     assert result.returncode == 0, result.stderr
     assert "(callable, label out)" in " ".join(result.stdout.split())
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["method"] == "proxy" and summary["teacher_queries"] == 300 * 64 * 2
+    assert summary["method"] == "proxy" and summary["teacher_queries"] == 300 * 64 * 2  # image + one difference (labels)
     assert summary["student_top1"] > 30  # chance: 10 %
     # The student of a query-only teacher exports as any other, calibrated on its run's generator.
     exported = edgekd("export", out, "--onnx", "--no-progress")

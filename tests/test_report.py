@@ -57,7 +57,7 @@ def test_full_report(run_dir):
     for heading in ("## Run", "## Exports", "## Probes", "## Accuracy and fidelity", "## Synthetic samples",
                     "## Latency per device", "## Memory against"):
         assert heading in text
-    assert "student_int8.tflite | nucleo-l4r5zi (tflm-reference) | estimated" in text and "| host | measured |" in text
+    assert "student_int8.tflite | nucleo-l4r5zi (tflm-cmsis-nn) | estimated" in text and "| host | measured |" in text
     for key in ("training", "samples", "latency", "memory"):
         assert (md.parent / f"report-{key}.png").read_bytes()[:4] == b"\x89PNG"
     html = page.read_text()

@@ -15,7 +15,7 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 @click.command()
-@click.argument("source", type=click.Path())
+@click.argument("source", required=False, type=click.Path())
 @click.option("--onnx", "want_onnx", is_flag=True, help="write ONNX files")
 @click.option("--tflite", "want_tflite", is_flag=True, help="write TFLite files (needs litert-torch)")
 @click.option("--fp16", is_flag=True, help="TFLite with float16 weights")
@@ -41,12 +41,14 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 @click.option("--no-progress", is_flag=True, help="plain log lines")
 def export(source, want_onnx, want_tflite, fp16, int8, dynamic, calib, calib_size, nhwc, int8_io, per_tensor,
            eval_data, out, force, teacher_arch, input_shape, mean, std, trust_pickle, device, no_progress):
-    """Export SOURCE (a run directory or a .pt2 / TorchScript / state_dict model) to ONNX and TFLite,
-    float and int8, calibrated without data and checked against the float model.
+    """Export SOURCE (a run directory or a .pt2 / TorchScript / state_dict model; the latest run
+    under ./runs when omitted) to ONNX and TFLite, float and int8, calibrated without data and
+    checked against the float model.
 
     Without --onnx/--tflite: every format whose packages are installed. Without --fp16/--int8/--dynamic:
     fp32 and int8. The fp32 file of each format is always written (the reference)."""
     from ..distill import pick_device
+    from ..runs import run_or_latest
     from ..teacher import parse_shape
     from .core import export as run
     from .source import load_source
@@ -61,10 +63,11 @@ def export(source, want_onnx, want_tflite, fp16, int8, dynamic, calib, calib_siz
     flags = {f for f, on in (("nhwc", nhwc), ("int8_io", int8_io), ("per_tensor", per_tensor)) if on}
     if calib != "synthetic" and not Path(calib).exists():
         raise EdgekdError(f"--calib takes 'synthetic' or a path to real images; {calib} not found")
+    log = console.print if not no_progress else (lambda msg: click.echo(msg))
+    source = run_or_latest(source, log)
     src = load_source(source, teacher_arch, parse_shape(input_shape), parse_floats(mean, "--mean"),
                       parse_floats(std, "--std"), trust_pickle)
     out = Path(out) if out else src.default_out
-    log = console.print if not no_progress else (lambda msg: click.echo(msg))
     results = run(src, out, formats, precisions, flags, calib, calib_size, eval_data, force, log,
                   device=pick_device(device or "auto"))
     _show(results, out)

@@ -59,8 +59,12 @@ def _write(model, path: Path, metadata: dict) -> None:
 
 
 def read_metadata(path) -> dict:
+    """The JSON an edgekd export stores under "edgekd" in metadata_props, or {}."""
     props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    return json.loads(props[METADATA_KEY]) if METADATA_KEY in props else {}
+    try:
+        return json.loads(props.get(METADATA_KEY, "{}"))
+    except json.JSONDecodeError:
+        return {}
 
 
 def ops(path) -> list[str]:

@@ -12,6 +12,8 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 from ai_edge_litert.tools import flatbuffer_utils
 
+from ..probe.tflite import read_tflite
+
 METADATA_NAME = "edgekd"
 
 
@@ -87,19 +89,11 @@ def _write(model_bytes, path: Path, metadata: dict) -> None:
 
 
 def read_metadata(path) -> dict:
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
-    for m in model.metadata or []:
-        if m.name == METADATA_NAME.encode():
-            return json.loads(bytes(model.buffers[m.buffer].data))
-    return {}
+    return read_tflite(path).edgekd_metadata()
 
 
 def ops(path) -> list[str]:
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
-    used = {op.opcodeIndex for g in model.subgraphs for op in g.operators or []}
-    codes = [model.operatorCodes[i] for i in used]
-    return sorted(names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "CUSTOM") for c in codes)
+    return sorted({op.name for op in read_tflite(path).ops})
 
 
 @contextlib.contextmanager

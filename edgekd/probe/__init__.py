@@ -56,17 +56,12 @@ def input_range(path: Path, given: float | None) -> float:
     ({"preprocessing": {"range": [0, 255]}}), else 1 (inputs in [0, 1])."""
     if given is not None:
         return given
-    meta = {}
     if path.suffix == ".tflite":
         from .tflite import read_tflite
         meta = read_tflite(path).edgekd_metadata()
     else:
-        import onnx
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        try:
-            meta = json.loads(props.get("edgekd", "{}"))
-        except json.JSONDecodeError:
-            meta = {}
+        from ..export.onnx_format import read_metadata
+        meta = read_metadata(path)
     top = (meta.get("preprocessing") or {}).get("range", [0, 1])[1]
     return float(top)
 

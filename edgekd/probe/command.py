@@ -22,10 +22,20 @@ def _size(n) -> str:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def devices(as_json):
+@click.option("--validate", is_flag=True,
+              help="fit the microcontroller latency models on published MLPerf Tiny results and print "
+                   "their cross-validated errors")
+@click.option("--published", type=click.Path(exists=True, dir_okay=False),
+              help="published_latency.csv [$EDGEKD_DATA/reference-models/mlperf-tiny/]; the four models beside it")
+@click.option("--write", is_flag=True, help="with --validate: store the fits edgekd ships (edgekd/assets)")
+def devices(as_json, validate, published, write):
     """List the device profiles probe knows (devices/*.yaml)."""
     from ..devices import list_profiles
 
+    if validate:
+        return _validate(published, as_json, write)
+    if write or published:
+        raise EdgekdError("--published and --write go with --validate")
     profiles = list_profiles()
     if as_json:
         click.echo(json.dumps(profiles))
@@ -43,6 +53,42 @@ def devices(as_json):
     console.print(table)
 
 
+def _validate(published, as_json, write):
+    import os
+    from pathlib import Path
+
+    from ..fileio import write_json
+    from .mcu_latency import FITS, validate
+
+    csv_path = Path(published or Path(os.environ.get("EDGEKD_DATA", Path.cwd().parent / "shared"))
+                    / "reference-models/mlperf-tiny/published_latency.csv")
+    if not csv_path.is_file():
+        raise EdgekdError(f"{csv_path} not found: give --published PATH/published_latency.csv (from ../shared)")
+    result = validate(csv_path, csv_path.parent)
+    if write:
+        write_json(FITS, {"source": "published_latency.csv of ../shared/reference-models/mlperf-tiny",
+                          "runtimes": result["runtimes"], "summary": result["summary"]})
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    table = Table(title="latency models: error % predicting each network left out of the fit "
+                        "(leave-one-model-out) and each board left out (leave-one-board-out)")
+    for col in ("core / runtime / version", "ic", "kws", "vww", "ad", "boards out"):
+        table.add_column(col, justify="left" if col.startswith("core") else "right")
+    for key, r in result["runtimes"].items():
+        lomo = r["leave_one_model_out"]
+        cells = [", ".join(f"{e:+.0f}" for e in lomo[b]) if b in lomo else "-" for b in ("ic", "kws", "vww", "ad")]
+        lobo = "; ".join(f"{board}: {', '.join(f'{e:+.0f}' for e in errs)}" for board, errs in r["leave_one_board_out"].items())
+        table.add_row(escape(key), *cells, escape(lobo) or "-")
+    console.print(table)
+    s = result["summary"]
+    console.print(f"{s['target_runtimes']}: {s['predictions']} leave-one-model-out predictions, median |error| "
+                  f"{s['median_abs_error_pct']} %, largest {s['max_abs_error_pct']} %, "
+                  f"{s['within_40_pct']} within 40 %")
+    if write:
+        console.print(f"wrote {FITS}")
+
+
 def _range(text):
     if text is None:
         return None
@@ -56,7 +102,7 @@ def _range(text):
 
 
 @click.command()
-@click.argument("model", type=click.Path())
+@click.argument("model", required=False, type=click.Path())
 @click.option("--device", "device_name", required=True, help="profile name (see `edgekd devices`) or a .yaml file")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.option("--runs", type=click.IntRange(1), default=50, show_default=True, help="timed inferences")
@@ -65,7 +111,7 @@ def _range(text):
 @click.option("--eval-data", type=click.Path(), help="labelled test data for top-1 on the device")
 @click.option("--eval-limit", type=click.IntRange(1), help="use the first N test images")
 @click.option("--input-range", help="0,1 or 0,255: the model's input range [from its edgekd metadata, else 0,1]")
-@click.option("--runtime", help="microcontroller runtime from the profile (e.g. tflm-reference, tflm-cmsis-nn)")
+@click.option("--runtime", help="microcontroller runtime from the profile (e.g. tflm-cmsis-nn, x-cube-ai-9.0)")
 @click.option("--host", help="ssh target: user@address or an ~/.ssh/config alias")
 @click.option("--port", type=click.IntRange(1, 65535), help="ssh port")
 @click.option("--identity", type=click.Path(), help="ssh private key")
@@ -78,11 +124,17 @@ def _range(text):
 @click.option("--no-save", is_flag=True, help="do not write <model dir>/probes/<model>.<device>.json")
 def probe(model, device_name, as_json, runs, warmup, threads, eval_data, eval_limit, input_range, runtime, host,
           port, identity, ssh_config, connect_timeout, timeout, serial, benchmark_binary, no_save):
-    """Latency, memory and accuracy of MODEL (.tflite or .onnx) on a device: measured when the
-    device is reachable (this machine, ssh, adb), estimated for microcontrollers or otherwise."""
+    """Latency, memory and accuracy of MODEL (.tflite or .onnx; the latest run's int8 TFLite file
+    when omitted) on a device: measured when the device is reachable (this machine, ssh, adb),
+    estimated for microcontrollers or otherwise."""
     from ..devices import load_profile
+    from ..runs import int8_tflite_of, latest_run
     from . import ProbeOptions, probe as run_probe, save_probe
 
+    if model is None:
+        model = int8_tflite_of(latest_run())
+        if not as_json:
+            console.print(f"probing the latest run's {model}")
     profile = load_profile(device_name)
     options = ProbeOptions(runs=runs, warmup=warmup, threads=threads, eval_data=eval_data, eval_limit=eval_limit,
                            input_range=_range(input_range), runtime=runtime, host=host, port=port,
@@ -122,7 +174,8 @@ def show(result: dict):
         summary.add_row("top-1", f"{result['top1']:.2f} % on {result['eval_samples']} images")
     if result.get("ram_bytes") is not None:
         budget = f" of {_size(result['ram_budget_bytes'])}" if result.get("ram_budget_bytes") else ""
-        summary.add_row("RAM", _size(result["ram_bytes"]) + budget)
+        arena = f" (arena {_size(result['arena_bytes'])}, {result['arena_source']})" if "arena_source" in result else ""
+        summary.add_row("RAM", _size(result["ram_bytes"]) + budget + arena)
     if result.get("flash_bytes") is not None:
         summary.add_row("flash", f"{_size(result['flash_bytes'])} of {_size(result['flash_budget_bytes'])}")
     if "fits" in result:

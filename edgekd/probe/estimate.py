@@ -1,8 +1,8 @@
 """Latency of a board or phone that is not reachable, from the profile's documented rate:
 MACs of the model / effective MACs per second for its precision (see the profile's calibration)."""
 from ..errors import EdgekdError
-from .mcu import _op_precision, greedy_arena, lifetimes, op_macs
-from .tflite import read_tflite
+from .mcu import greedy_arena, lifetimes
+from .tflite import op_macs, op_precision, read_tflite
 
 
 def estimate_rate(path, fmt, profile, method):
@@ -14,7 +14,7 @@ def estimate_rate(path, fmt, profile, method):
     model = read_tflite(path)
     macs = {"int8": 0, "float32": 0}
     for op in model.ops:
-        macs["float32" if _op_precision(model, op) == "float32" else "int8"] += op_macs(model, op)
+        macs["float32" if op_precision(model, op) == "float32" else "int8"] += op_macs(model, op)
     ms = sum(macs[p] / (model_rate[f"{p}_gmacs"] * 1e9) * 1e3 for p in macs)
     return {"device": profile["name"], "kind": profile["kind"], "source": "estimated", "model": str(path),
             "format": fmt, "latency_ms": {"estimate": round(ms, 3)}, "macs": sum(macs.values()),

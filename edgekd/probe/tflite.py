@@ -129,3 +129,27 @@ def read_tflite(path) -> TFLiteModel:
             metadata[(m.name or b"").decode(errors="replace")] = bytes(b.data)
     return TFLiteModel(path, len(buf), tensors, ops, [int(v) for v in graph.inputs],
                        [int(v) for v in graph.outputs], len(model.subgraphs), metadata)
+
+
+def op_macs(model, op) -> int:
+    """Multiply-accumulates of one op (0 for ops that are not matrix products)."""
+    t = model.tensors
+    out = t[op.outputs[0]]
+    if op.name == "CONV_2D":            # filter [Cout, kh, kw, Cin/groups]
+        _, kh, kw, cin = t[op.inputs[1]].shape
+        return out.elements * kh * kw * cin
+    if op.name == "DEPTHWISE_CONV_2D":  # filter [1, kh, kw, Cout]
+        return out.elements * t[op.inputs[1]].shape[1] * t[op.inputs[1]].shape[2]
+    if op.name == "FULLY_CONNECTED":    # filter [out, in]
+        return out.elements * t[op.inputs[1]].shape[-1]
+    if op.name == "TRANSPOSE_CONV":     # inputs: output shape, filter [Cout, kh, kw, Cin], input
+        _, kh, kw, _ = t[op.inputs[1]].shape
+        return t[op.inputs[2]].elements * kh * kw * t[op.inputs[1]].shape[0]
+    if op.name == "BATCH_MATMUL":
+        return out.elements * t[op.inputs[0]].shape[-1]
+    return 0
+
+
+def op_precision(model, op) -> str:
+    types = {model.tensors[i].dtype for i in op.inputs + op.outputs if i >= 0}
+    return "float32" if "FLOAT32" in types else "int8" if "INT8" in types else "int16" if "INT16" in types else "other"

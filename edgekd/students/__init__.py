@@ -18,6 +18,33 @@ MIN_INPUT_SIZE = 28
 from . import lenet, mobilenet, resnet, resnet_cifar, wrn  # noqa: E402,F401
 
 
+# Family names people type, and the member each stands for: (for inputs up to SMALL_INPUT pixels,
+# above). The CIFAR-style networks keep small inputs' resolution in their stems; above that, the
+# ImageNet-style ones.
+FAMILIES = {
+    "lenet": ("lenet5", "lenet5"),
+    "resnet": ("resnet20", "resnet18"),
+    "wrn": ("wrn16_2", "wrn16_2"),
+    "wideresnet": ("wrn16_2", "wrn16_2"),
+    "mobilenet": ("mobilenet_v2", "mobilenet_v2"),
+    "mobilenet_v3": ("mobilenet_v3_small", "mobilenet_v3_small"),
+}
+SMALL_INPUT = 64
+
+
+def resolve_student(name: str, input_shape) -> str:
+    """The registered student `name` means: itself, or the member of a family that suits inputs
+    of shape (C, H, W). Unknown names raise with the closest one."""
+    if name in FAMILIES:
+        small, large = FAMILIES[name]
+        return small if max(input_shape[1:]) <= SMALL_INPUT else large
+    if name not in STUDENTS:
+        from ..registry import did_you_mean
+        raise EdgekdError(f"unknown student '{name}'{did_you_mean(name, [*STUDENTS.names(), *FAMILIES])} "
+                          f"(choose one of: {', '.join(STUDENTS.names())}; or a family: {', '.join(FAMILIES)})")
+    return name
+
+
 def create_student(name, in_channels=3, num_classes=10, input_size=(32, 32)) -> nn.Module:
     builder = STUDENTS.get(name)
     input_size = tuple(int(s) for s in input_size)

@@ -126,7 +126,8 @@ def stream_runner(command: list, chunks, labels, timeout: float, describe_failur
 def latency_text(lat: dict) -> str:
     """One line for any latency result: estimated, measured percentiles, or a mean (and std) only."""
     if "estimate" in lat:
-        return f"~{lat['estimate']:.2f} ms (estimated)"
+        spread = f", {lat['low']:.2f} to {lat['high']:.2f} by its cross-validated error" if "low" in lat else ""
+        return f"~{lat['estimate']:.2f} ms (estimated{spread})"
     percentiles = [f"{k} {lat[k]:.3f}" for k in ("p50", "p90", "p95", "p99") if k in lat]
     if percentiles:
         return ", ".join(percentiles) + " ms"

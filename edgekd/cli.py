@@ -3,8 +3,8 @@ import json
 import logging
 import os
 import signal
-import tempfile
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -409,7 +409,6 @@ def students(input_shape, classes, as_json):
 
     shape = parse_shape(input_shape)
     rows = describe_students(shape, classes)
-    families = {family: resolve_student(family, shape) for family in FAMILIES}
     if as_json:
         click.echo(json.dumps(rows))
         return
@@ -420,7 +419,7 @@ def students(input_shape, classes, as_json):
         table.add_row(r["name"], f"{r['params']:,}", f"{r['macs'] / 1e6:.2f}")
     console.print(table)
     console.print(f"family names for {input_shape.replace(',', 'x')}: "
-                  + ", ".join(f"{family} -> {member}" for family, member in families.items()))
+                  + ", ".join(f"{family} -> {resolve_student(family, shape)}" for family in FAMILIES))
 
 
 @cli.command()
@@ -461,7 +460,7 @@ def main():
         cli.main(standalone_mode=False)
     except EdgekdError as e:
         if os.environ.get(ERROR_DIR) and "RANK" in os.environ:  # under --nproc the launcher prints it, once
-            Path(os.environ[ERROR_DIR], os.environ.get("RANK", "0")).write_text(str(e))
+            Path(os.environ[ERROR_DIR], os.environ["RANK"]).write_text(str(e))
         elif os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 speaks for every process
             click.echo(f"error: {e}", err=True)
         sys.exit(2)

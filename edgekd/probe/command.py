@@ -54,14 +54,13 @@ def devices(as_json, validate, published, write):
 
 
 def _validate(published, as_json, write):
-    import os
     from pathlib import Path
 
+    from ..cli import data_root
     from ..fileio import write_json
     from .mcu_latency import FITS, validate
 
-    csv_path = Path(published or Path(os.environ.get("EDGEKD_DATA", Path.cwd().parent / "shared"))
-                    / "reference-models/mlperf-tiny/published_latency.csv")
+    csv_path = Path(published or data_root() / "reference-models/mlperf-tiny/published_latency.csv")
     if not csv_path.is_file():
         raise EdgekdError(f"{csv_path} not found: give --published PATH/published_latency.csv (from ../shared)")
     result = validate(csv_path, csv_path.parent)

@@ -18,6 +18,7 @@ others do. `validate` measures how well this predicts a network left out of the 
 (leave-one-model-out) and a board left out (leave-one-board-out, where a runtime has several).
 """
 import csv
+import functools
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -166,6 +167,7 @@ def validate(csv_path, models_dir) -> dict:
     return {"runtimes": runtimes, "summary": summary}
 
 
+@functools.cache
 def load_fits() -> dict:
     return json.loads(FITS.read_text())["runtimes"]
 

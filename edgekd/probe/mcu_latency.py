@@ -60,8 +60,7 @@ def op_features(model, op) -> dict:
 
 
 def op_cycles(model, op, costs: dict) -> float:
-    feats = op_features(model, op)
-    work = float(_row(feats) @ np.array([costs[c] for c in (*CLASSES, "per_output")]))
+    work = _work(costs, op_features(model, op))
     return work * (FLOAT32_FACTOR if op_precision(model, op) == "float32" else 1.0) + costs["per_op"]
 
 
@@ -77,9 +76,14 @@ def _row(feats: dict) -> np.ndarray:
     return np.array([feats.get(c, 0.0) for c in CLASSES] + [feats.get("outputs", 0.0)])
 
 
+def _work(costs: dict, feats: dict) -> float:
+    """Cycles of the MACs and output elements in `feats`, without the per-op cost."""
+    return float(_row(feats) @ np.array([costs[c] for c in (*CLASSES, "per_output")]))
+
+
 def cycles(costs: dict, feats: dict) -> float:
-    return float(_row(feats) @ np.array([costs[c] for c in (*CLASSES, "per_output")])) + \
-        costs.get("per_op", PER_OP_CYCLES) * feats.get("ops", 0)
+    """Cycles of a whole model from its features()."""
+    return _work(costs, feats) + costs["per_op"] * feats.get("ops", 0)
 
 
 def fit(samples: list) -> dict:

@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.table import Table
 
 from edgekd.data import load_dataset
-from edgekd.export.core import export
-from edgekd.export.formats import FORMATS, PRECISIONS
-from edgekd.export.source import load_source
+from edgekd.exporter.core import export
+from edgekd.exporter.formats import FORMATS, PRECISIONS
+from edgekd.exporter.source import load_source
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("EDGEKD_DATA", ROOT.parent / "shared"))
@@ -59,7 +59,7 @@ def main():
         np.savez(eval_npz, x=(ds.x.numpy() * 255).round().astype(np.uint8), y=ds.y.numpy())
         for calib in ("synthetic", str(data)):
             results = export(source, work / f"{source.name}-{len(rows)}", list(FORMATS), list(PRECISIONS),
-                             set(), calib, 256, str(eval_npz), log=console.print)
+                             set(), calib, 256, str(eval_npz), log=console.print)["artifacts"]
             for r in results:
                 fp32 = next(x for x in results if x["format"] == r["format"] and x["precision"] == "fp32")
                 rows.append({"model": model_name, "calibration": "synthetic" if calib == "synthetic" else "real images",

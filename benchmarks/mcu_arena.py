@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 
 from edgekd.fileio import write_json
-from edgekd.probe import mcu
-from edgekd.probe.mcu_latency import MLPERF_MODELS
-from edgekd.probe.tflite import read_tflite
+from edgekd.probes import mcu
+from edgekd.probes.mcu_latency import MLPERF_MODELS
+from edgekd.probes.tflite import read_tflite
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGEKD_DATA", ROOT.parent / "shared"))

@@ -39,7 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgekd.data import Dataset
-from edgekd.distill import PRECISIONS, Budget, distill, new_config, pick_device, pick_precision, resolve_settings
+from edgekd.distillation import PRECISIONS, Budget, distill, new_config, pick_device, pick_precision, resolve_settings
 from edgekd.fileio import write_json
 from edgekd.generators import Generator
 from edgekd.methods import METHODS

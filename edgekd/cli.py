@@ -16,7 +16,6 @@ from .errors import EdgekdError
 from .teacher import parse_floats
 
 console = Console(soft_wrap=True)  # log lines stay whole lines when piped to a file
-EMBEDDED_TEACHER = Path(__file__).parent / "assets" / "mnist_lenet5.pt2"
 
 
 def _settings(pairs) -> dict:
@@ -28,30 +27,6 @@ def _settings(pairs) -> dict:
         import yaml
         out[key.strip()] = yaml.safe_load(value)
     return out
-
-
-def data_root() -> Path:
-    """Where real data lives for recipes: $EDGEKD_DATA, else ../shared beside the project."""
-    return Path(os.environ.get("EDGEKD_DATA", Path.cwd().parent / "shared"))
-
-
-def load_recipe(path) -> dict:
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise EdgekdError(f"recipe {path} not found")
-    try:
-        recipe = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise EdgekdError(f"recipe {path} is not valid YAML ({str(e).splitlines()[0]})") from None
-    root = str(data_root())
-    for key in ("teacher", "eval_data"):
-        if isinstance(recipe.get(key), str):
-            recipe[key] = recipe[key].replace("${EDGEKD_DATA}", root)
-    if recipe.get("teacher") == "embedded":
-        recipe["teacher"] = str(EMBEDDED_TEACHER)
-    return recipe
 
 
 def _preprocessing(teacher_path, mean, std):
@@ -125,77 +100,81 @@ def distill(teacher, student, method, recipe, out, teacher_arch, input_shape, tr
             no_progress):
     """Train a compact student from TEACHER without data: a TorchScript, .pt2, ONNX, TFLite or
     state_dict file, or a Python callable package.module:function."""
-    from . import distill as run
-    from .data import check_matches, load_dataset
-    from .distributed import Ranks
-    from .methods import resolve_method
-    from .teacher import load_teacher, parse_shape
+    from . import api
 
     if nproc and nproc > 1:
         return _launch_torchrun(nproc)
-    if resume:
-        return _resume(Path(resume), iterations, time_budget, no_progress, trust_pickle)
-    ranks = Ranks.from_env(run.device_type(device or "auto"))
-    _quiet_unless_main(ranks)
-    r = load_recipe(recipe) if recipe else {}
-    teacher = teacher or r.get("teacher")
-    if teacher is None:
-        teacher = str(EMBEDDED_TEACHER)
-        console.print(f"no teacher given: using the embedded MNIST LeNet-5 teacher ({EMBEDDED_TEACHER.name})")
-    teacher_arch = teacher_arch or r.get("teacher_arch")
-    t = load_teacher(teacher, parse_shape(input_shape or r.get("input_shape")), teacher_arch, trust_pickle,
-                     teacher_backend, teacher_output, teacher_timeout)
-    if t.note:
-        console.print(f"teacher {t.path.name}: {t.note}")
-    mean, std = _preprocessing(t.path, parse_floats(mean, "--mean") or r.get("mean"),
-                               parse_floats(std, "--std") or r.get("std"))
-    if (mean is None) != (std is None) or (mean and len(mean) != t.input_shape[0]):
-        raise EdgekdError(f"give --mean and --std together, one value per input channel ({t.input_shape[0]})")
-    asked = method or r.get("method", "auto")
-    method = resolve_method(asked, t.access)
-    if asked == "auto" and "gradients" not in t.access:
-        console.print(f"method auto -> {method}: the teacher can only be queried ({t.backend}, {t.output} out)")
-    asked = student or r.get("student") or ("lenet5_half" if t.input_shape[0] == 1 else "resnet20")
-    from .students import resolve_student
-    student = resolve_student(asked, t.input_shape)
-    if student != asked:
-        console.print(f"student {asked} -> {student} for {'x'.join(map(str, t.input_shape))}")
-    settings = run.resolve_settings(method, r.get("settings", {}), _settings(overrides))
-    eval_data = eval_data or r.get("eval_data")
-    eval_set = None
-    if eval_data:
-        eval_set = load_dataset(eval_data, "test")
-        check_matches(eval_set, t.input_shape)
-    if iterations is None and time_budget is None:
-        iterations, time_budget = r.get("iterations"), r.get("time_budget_minutes")
-        if iterations is None and time_budget is None:
-            iterations = 2000
-    name = str(t.path).replace(":", "-") if t.format == "callable" else t.path.stem
-    out = Path(out or f"runs/{name}-{student}-{method}")
-    if ranks.main:
-        run.prepare_out_dir(out, force)
-    config = run.new_config(
-        t, student=student, method=method, settings=settings, budget=run.Budget(iterations, time_budget),
-        eval_data=eval_data, mean=mean, std=std, device=device or "auto", seed=seed or 0,
-        precision=precision or r.get("precision", "auto"), compile=compile_,
-        checkpoint_every=parse_period(checkpoint_every or r.get("checkpoint_every"), "--checkpoint-every",
-                                      (200, 5.0)),
-        eval_every=parse_period(eval_every or r.get("eval_every"), "--eval-every", (100, None)),
-        recipe=str(recipe) if recipe else None,
-        teacher_arch=teacher_arch, max_queries=max_queries or r.get("max_queries"), teacher_timeout=teacher_timeout)
-    console.print(f"teacher {t.path.name}: {t.format} in {t.backend}, input {'x'.join(map(str, t.input_shape))}, "
-                  f"{t.num_classes} classes, {t.output} out, {len(t.bn_nodes)} BatchNorm layers")
-    console.print(f"method {method}, student {student}, run directory {out}")
-    try:
-        _report(run.distill(t, config, out, eval_set, show_progress=not no_progress, log=console.print,
-                            ranks=ranks), out)
-    finally:
-        ranks.close()
+    summary = api.distill(
+        teacher, student=student, method=method, recipe=recipe, out=out, iterations=iterations,
+        time_budget=time_budget, eval_data=eval_data, max_queries=max_queries, mean=mean, std=std,
+        settings=_settings(overrides), device=device, precision=precision, compile=compile_, seed=seed,
+        checkpoint_every=checkpoint_every, eval_every=eval_every, force=force, resume=resume,
+        progress=not no_progress, log=console.print, teacher_arch=teacher_arch, input_shape=input_shape,
+        trust_pickle=trust_pickle, teacher_backend=teacher_backend, teacher_output=teacher_output,
+        teacher_timeout=teacher_timeout)
+    if summary:  # rank 0 (the others return {})
+        _show_table(f"distilled into {summary['run_dir']}", summary)
 
 
-def _quiet_unless_main(ranks):
-    """Under torchrun only rank 0 talks; the others still report their errors (main())."""
-    console.quiet = not ranks.main
+@cli.command("run")
+@click.argument("teacher", required=False, type=click.Path())
+@click.option("--device", "target", default="host", show_default=True,
+              help="device to probe the int8 model on: a profile (see `edgekd devices`) or a .yaml file")
+@click.option("--student", help="student architecture or family (see `edgekd students`)")
+@click.option("--method", help="see `edgekd methods` [auto]")
+@click.option("--recipe", type=click.Path(), help="YAML recipe of the distillation")
+@click.option("--out", type=click.Path(), help="run directory (default runs/<teacher>-<student>-<method>)")
+@click.option("--iterations", type=click.IntRange(1), help="stop distilling after N iterations")
+@click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), help="stop distilling after MINUTES")
+@click.option("--eval-data", type=click.Path(), help="real labelled data: top-1 of the student and of its int8 file")
+@click.option("--max-queries", type=click.IntRange(1), help="most teacher samples to query in training")
+@click.option("--mean", help="teacher normalisation mean per channel")
+@click.option("--std", help="teacher normalisation std per channel")
+@click.option("--seed", type=int, help="random seed [0]")
+@click.option("--train-device", metavar="auto|cpu|cuda|cuda:N", help="where to distil and calibrate [auto]")
+@click.option("--host", help="ssh target of the device: user@address or an ~/.ssh/config alias")
+@click.option("--port", type=click.IntRange(1, 65535), help="ssh port")
+@click.option("--identity", type=click.Path(), help="ssh private key")
+@click.option("--ssh-config", type=click.Path(), help="ssh client config file (ssh -F)")
+@click.option("--serial", help="adb device serial [$ANDROID_SERIAL]")
+@click.option("--runtime", help="microcontroller runtime from the profile")
+@click.option("--teacher-arch", help="zoo architecture of a plain state_dict teacher")
+@click.option("--input-shape", help="C,H,W when the teacher file does not say")
+@click.option("--trust-pickle", is_flag=True, help="allow loading a pickled module (runs code from the file)")
+@teacher_access_options
+@click.option("--force", is_flag=True, help="redo every stage, replacing the run directory")
+@click.option("--no-progress", is_flag=True, help="plain log lines instead of a progress bar")
+@click.option("--json", "as_json", is_flag=True, help="print only the final result, as JSON")
+def run_chain(teacher, target, student, method, recipe, out, iterations, time_budget, eval_data, max_queries, mean,
+              std, seed, train_device, host, port, identity, ssh_config, serial, runtime, teacher_arch, input_shape,
+              trust_pickle, teacher_backend, teacher_output, teacher_timeout, force, no_progress, as_json):
+    """The whole chain for TEACHER (the embedded MNIST teacher when omitted): distill, export,
+    probe on --device, report. Stages the run directory already holds are skipped and an
+    interrupted distillation resumes, so the same command picks up where a run stopped."""
+    from . import api
+    from .probes import latency_text
+
+    r = api.run(teacher, device=target, student=student, method=method, recipe=recipe, out=out,
+                iterations=iterations, time_budget=time_budget, eval_data=eval_data, max_queries=max_queries,
+                mean=mean, std=std, seed=seed, train_device=train_device, force=force,
+                progress=not (no_progress or as_json), log=(lambda *a, **k: None) if as_json else console.print,
+                host=host, port=port, identity=identity, ssh_config=ssh_config, serial=serial, runtime=runtime,
+                teacher_arch=teacher_arch, input_shape=input_shape, trust_pickle=trust_pickle,
+                teacher_backend=teacher_backend, teacher_output=teacher_output, teacher_timeout=teacher_timeout)
+    if as_json:
+        click.echo(json.dumps(r))
+        return
+    table = Table(title=f"{r['run_dir']}: {r['student']} distilled with {r['method']}", show_header=False)
+    table.add_row("int8 model", f"{r['model']} ({r['size_bytes'] / 1024:.1f} KiB)")
+    if r["student_top1"] is not None:
+        table.add_row("top-1", f"int8 {r['int8_top1']:.2f} %, float student {r['student_top1']:.2f} %, "
+                               f"teacher {r['teacher_top1']:.2f} %")
+    table.add_row(f"latency on {r['device']}", latency_text(r["latency_ms"]))
+    if r["fits"] is not None:
+        table.add_row("fits", "[green]yes[/green]" if r["fits"] else "[red]no[/red]")
+    table.add_row("stages", ", ".join(f"{stage} {what}" for stage, what in r["stages"].items()))
+    table.add_row("report", r["report"])
+    console.print(table)
 
 
 ERROR_DIR = "EDGEKD_ERROR_DIR"
@@ -235,58 +214,9 @@ def _launch_torchrun(nproc: int):
             del os.environ[ERROR_DIR]
 
 
-def parse_period(value, name: str, default: tuple) -> tuple:
-    """'N' iterations or 'Mmin' minutes of training -> (N, None) or (None, M); None -> default."""
-    if value is None:
-        return default
-    text = str(value).strip().lower()
-    try:
-        if text.endswith("min"):
-            minutes = float(text[:-3])
-            if minutes > 0:
-                return None, minutes
-        elif int(text) >= 1:
-            return int(text), None
-    except ValueError:
-        pass
-    raise EdgekdError(f"{name} takes a number of iterations (e.g. 200) or of minutes (e.g. 5min), not '{value}'")
-
-
-def _resume(out: Path, iterations, time_budget, no_progress, trust_pickle):
-    import yaml
-
-    from . import distill as run
-    from .data import load_dataset
-    from .distributed import Ranks
-    from .teacher import load_teacher
-
-    config_path = out / "config.yaml"
-    if not config_path.is_file():
-        raise EdgekdError(f"{out} is not an edgekd run directory (no config.yaml)")
-    config = yaml.safe_load(config_path.read_text())
-    ranks = Ranks.from_env(run.device_type(config["device"]))
-    _quiet_unless_main(ranks)
-    if iterations is not None or time_budget is not None:  # a resumed run may be given a new budget
-        config["iterations"], config["time_budget_minutes"] = iterations, time_budget
-    tc = config["teacher"]
-    backend = "runtime" if tc.get("backend", "torch") != "torch" and tc["format"] == "onnx" else "auto"
-    t = load_teacher(tc["path"], tc["input_shape"], tc["arch"], trust_pickle, backend, tc.get("output", "auto"),
-                     tc.get("timeout", 60.0))
-    if t.sha256 != tc["sha256"]:
-        raise EdgekdError(f"teacher {tc['path']} changed since the run started (sha256 differs)")
-    eval_set = load_dataset(config["eval_data"], "test") if config["eval_data"] else None
-    try:
-        _report(run.distill(t, config, out, eval_set, resume=True, show_progress=not no_progress,
-                            log=console.print, ranks=ranks), out)
-    finally:
-        ranks.close()
-
-
-def _report(summary, out):
-    if not summary:  # ranks other than 0
-        return
-    table = Table(title=f"distilled into {out}", show_header=False)
-    for key, value in summary.items():
+def _show_table(title: str, result: dict):
+    table = Table(title=title, show_header=False)
+    for key, value in result.items():
         table.add_row(key, str(value))
     console.print(table)
 
@@ -325,7 +255,7 @@ def eval_(model, data, split, limit, teacher_arch, input_shape, mean, std, trust
         mean, std = pre["mean"], pre["std"]
     ds = load_dataset(data, split, limit)
     check_matches(ds, m.input_shape)
-    from .distill import normaliser, pick_device
+    from .distillation import normaliser, pick_device
     device = pick_device(device or "auto")
     acc = top1(m.to(device), ds, normaliser({"preprocessing": {"mean": mean, "std": std}}), device)
     result = {"model": str(m.path), "data": ds.source, "samples": len(ds), "top1": acc}
@@ -386,7 +316,7 @@ def teacher_info(path, teacher_arch, input_shape, trust_pickle, teacher_backend,
 @click.option("--force", is_flag=True, help="replace an existing output file")
 def teacher_train(data, arch, out, epochs, batch_size, lr, mean, std, seed, device, force):
     """Train a teacher on real data (for recipes, tests and the embedded default)."""
-    from .distill import pick_device
+    from .distillation import pick_device
     from .train_teacher import train_teacher
 
     if Path(out).exists() and not force:
@@ -437,15 +367,15 @@ def methods():
     console.print(table)
 
 
-from .probe.command import devices, probe  # noqa: E402
-from .report import report  # noqa: E402
+from .probes.command import devices, probe  # noqa: E402
+from .reporting import report  # noqa: E402
 
 cli.add_command(devices)
 cli.add_command(probe)
 cli.add_command(report)
 
 
-from .export.command import export  # noqa: E402
+from .exporter.command import export  # noqa: E402
 cli.add_command(export)
 
 

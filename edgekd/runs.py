@@ -24,9 +24,11 @@ def run_or_latest(given, log) -> Path:
     return run
 
 
-def int8_tflite_of(run: Path) -> Path:
-    """The int8 TFLite file `edgekd export` wrote for a run: what a device probe wants."""
-    files = sorted((run / "export").glob("*.int8.tflite"))
-    if not files:
-        raise EdgekdError(f"{run} has no int8 TFLite file yet: run `edgekd export {run} --tflite` first")
-    return files[0]
+def int8_model_of(run: Path) -> Path:
+    """The int8 model `edgekd export` wrote for a run, what a device probe wants: the TFLite file,
+    else the ONNX one (when litert-torch is not installed)."""
+    for suffix in (".tflite", ".onnx"):
+        files = sorted((run / "export").glob(f"*.int8{suffix}"))
+        if files:
+            return files[0]
+    raise EdgekdError(f"{run} has no int8 model yet: run `edgekd export {run}` first")

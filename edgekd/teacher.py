@@ -168,7 +168,7 @@ def _load_onnx(path: Path, opts: LoadOptions) -> Loaded:
         if opts.backend == "torch":
             raise EdgekdError(f"ONNX teacher {path} cannot be made differentiable ({why}); "
                               "drop --teacher-backend torch to distil from its outputs alone")
-    from .export.onnx_format import Runner
+    from .exporter.onnx_format import Runner
 
     note = f"{why}: it runs in onnxruntime, query-only (no gradients, slower methods)" if why else None
     return Loaded(None, shape, Runner(path, torch.get_num_threads()), "onnxruntime", note)
@@ -236,7 +236,7 @@ def _relabel_opset17(model):
 
 
 def _agrees_with_onnxruntime(graph, path: Path) -> bool:
-    from .export.onnx_format import Runner
+    from .exporter.onnx_format import Runner
 
     runner = Runner(path)
     shape = [d if isinstance(d, int) and d > 0 else 2 for d in runner.shape]
@@ -252,7 +252,7 @@ def _agrees_with_onnxruntime(graph, path: Path) -> bool:
 
 def _load_tflite(path: Path, opts: LoadOptions) -> Loaded:
     try:
-        from .export.tflite_format import Runner
+        from .exporter.tflite_format import Runner
     except ImportError:
         raise EdgekdError("a .tflite teacher runs in LiteRT: pip install ai-edge-litert "
                           "(or edgekd[tflite])") from None

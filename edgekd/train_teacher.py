@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import check_matches, load_dataset
-from .distill import normaliser, seed_everything
+from .distillation import normaliser, seed_everything
 from .errors import EdgekdError
 from .evaluate import top1
 from .students import create_student

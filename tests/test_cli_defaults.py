@@ -1,9 +1,15 @@
-"""The names and defaults people type: student families, the closest name for a typo, and
-export / probe / report taking the latest run when none is named."""
+"""The names and defaults people type: student families, the closest name for a typo,
+export / probe / report taking the latest run when none is named, and `edgekd run` for the chain."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
 import yaml
 from test_distill import assert_one_line_error, edgekd
 
-from edgekd.cli import EMBEDDED_TEACHER
+from edgekd.api import EMBEDDED_TEACHER
 
 TINY = ["--set", "batch_size=8", "--set", "student_steps=1", "--no-progress"]
 
@@ -35,7 +41,7 @@ def test_export_probe_and_report_take_the_latest_run(tmp_path):
     assert_one_line_error(here("export", "--onnx"), "no run under ./runs to use")
     assert here("distill", "--iterations", 3, *TINY).returncode == 0
     (run,) = (tmp_path / "runs").iterdir()
-    assert_one_line_error(here("probe", "--device", "nucleo-l4r5zi"), "has no int8 TFLite file yet")
+    assert_one_line_error(here("probe", "--device", "nucleo-l4r5zi"), "has no int8 model yet")
     exported = here("export", "--tflite", "--no-progress")
     assert exported.returncode == 0, exported.stderr
     assert f"using the latest run, runs/{run.name}" in exported.stdout
@@ -44,3 +50,43 @@ def test_export_probe_and_report_take_the_latest_run(tmp_path):
     assert f"probing the latest run's runs/{run.name}/export/" in " ".join(probed.stdout.split())
     reported = here("report")
     assert reported.returncode == 0 and (run / "report" / "report.html").is_file(), reported.stderr
+
+
+def test_run_chains_the_stages_resumes_after_ctrl_c_and_skips_what_is_done(tmp_path):
+    args = ["run", "--time-budget", "0.3", "--device", "nucleo-l4r5zi", "--out", "chain", "--no-progress"]
+    out = tmp_path / "chain"
+    proc = subprocess.Popen([sys.executable, "-m", "edgekd.cli", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if "] it 1 " in line:  # the first progress line: training has started
+            break
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "checkpoint saved; run the same command again to continue" in err, err
+    assert (out / "checkpoint.pt").is_file() and not (out / "summary.json").exists()
+    assert not (out / "export").exists()
+
+    second = edgekd(*args, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    text = " ".join(second.stdout.split())
+    assert "distill: resuming chain" in text and "resumed chain at iteration" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["wall_seconds"] >= 0.3 * 60  # the budget counts the training before Ctrl-C too
+    probe_file = out / "export" / "probes" / "student.int8.tflite.nucleo-l4r5zi.json"
+    assert (out / "export" / "export.json").is_file() and probe_file.is_file()
+    assert (out / "report" / "report.html").is_file()
+    assert "latency on nucleo-l4r5zi" in text and "distill resumed, export ran, probe ran" in text
+
+    written = {p: p.stat().st_mtime for p in (out / "student.pt2", out / "export" / "export.json", probe_file)}
+    third = edgekd(*args, "--json", cwd=tmp_path)
+    assert third.returncode == 0, third.stderr
+    result = json.loads(third.stdout)
+    assert result["stages"] == {"distill": "done before", "export": "done before", "probe": "done before"}
+    assert {p: p.stat().st_mtime for p in written} == written
+    assert result["model"] == "chain/export/student.int8.tflite" and result["size_bytes"] > 1000
+    assert result["latency_ms"]["low"] < result["latency_ms"]["estimate"] < result["latency_ms"]["high"]
+    assert result["fits"] is True and result["device"] == "nucleo-l4r5zi"
+
+    assert_one_line_error(edgekd("run", "--student", "resnet", "--out", "chain", cwd=tmp_path),
+                          "chain holds a run with another student")

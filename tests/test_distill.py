@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from edgekd.data import load_dataset
-from edgekd.distill import FLIP_AGREEMENT, flip_agreement, resolve_settings
+from edgekd.distillation import FLIP_AGREEMENT, flip_agreement, resolve_settings
 from edgekd.evaluate import top1
 from edgekd.methods import METHODS
 from edgekd.students import create_student
@@ -237,7 +237,7 @@ def test_resume_after_kill_9_loses_at_most_one_checkpoint_interval(tmp_path):
 def test_resumed_run_reproduces_an_uninterrupted_one_bit_for_bit(tmp_path, monkeypatch):
     """Model, optimizers, pool and random state all come back: a run stopped by SIGINT after
     iteration 4 and resumed to 6 ends with exactly the weights of a run that never stopped."""
-    import edgekd.distill as run
+    import edgekd.distillation as run
     from edgekd.errors import EdgekdError
 
     teacher = load_teacher(EMBEDDED)

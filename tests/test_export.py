@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from edgekd.errors import EdgekdError
-from edgekd.export import onnx_format, tflite_format
-from edgekd.export.core import export
-from edgekd.export.formats import plan
-from edgekd.export.source import load_source
+from edgekd.exporter import onnx_format, tflite_format
+from edgekd.exporter.core import export
+from edgekd.exporter.formats import plan
+from edgekd.exporter.source import load_source
 from edgekd.teacher import save_export
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,19 +71,19 @@ def test_bare_model_all_precisions_bn_synthesis(tiny_pt2, tmp_path):
     source = load_source(tiny_pt2)
     out = tmp_path / "out"
     results = export(source, out, ["onnx", "tflite"], ["fp16", "dynamic-int8", "int8"], set(), log=lambda m: None,
-                     **FAST)
+                     **FAST)["artifacts"]
     names = sorted(Path(r["path"]).name for r in results)
     assert names == ["tiny.dynamic-int8.onnx", "tiny.dynamic-int8.tflite", "tiny.fp16.tflite", "tiny.fp32.onnx",
                      "tiny.fp32.tflite", "tiny.int8.onnx", "tiny.int8.tflite"]
     report = json.loads((out / "export.json").read_text())
     for art in report["artifacts"]:
         assert set(art) == {"path", "format", "precision", "size_bytes", "agreement", "top1", "latency_ms", "ops",
-                            "metadata"}
+                            "metadata", "agreement_synthetic", "max_abs_diff"}
         assert Path(art["path"]).is_file() and art["top1"] is None and art["latency_ms"] > 0
         assert art["agreement"] >= (99 if art["precision"] in ("fp32", "fp16") else 80)
     # float files match torch; the normalisation is folded in (the file takes [0, 1] images)
     by = {(r["format"], r["precision"]): r for r in results}
-    assert by["onnx", "fp32"]["_max_abs_diff"] < 1e-4 and by["tflite", "fp32"]["_max_abs_diff"] < 1e-4
+    assert by["onnx", "fp32"]["max_abs_diff"] < 1e-4 and by["tflite", "fp32"]["max_abs_diff"] < 1e-4
     meta = onnx_format.read_metadata(out / "tiny.int8.onnx")
     assert meta["preprocessing"]["mean"] == [0.5, 0.4, 0.3] and meta["input"]["range"] == [0, 1]
     assert meta["num_classes"] == 10 and "BatchNorm" in meta["calibration"] and meta["edgekd_version"]
@@ -95,7 +95,8 @@ def test_bare_model_all_precisions_bn_synthesis(tiny_pt2, tmp_path):
 
 def test_int8_io_and_nhwc_tflite(tiny_pt2, tmp_path):
     source = load_source(tiny_pt2)
-    results = export(source, tmp_path / "o", ["tflite"], ["int8"], {"int8_io", "nhwc"}, log=lambda m: None, **FAST)
+    results = export(source, tmp_path / "o", ["tflite"], ["int8"], {"int8_io", "nhwc"}, log=lambda m: None,
+                     **FAST)["artifacts"]
     path = tmp_path / "o" / "tiny.int8.tflite"
     runner = tflite_format.Runner(path)
     assert runner.input["dtype"] == np.int8 and runner.output["dtype"] == np.int8
@@ -129,7 +130,7 @@ def test_real_calibration_onnx_per_tensor(tiny_pt2, tmp_path):
     np.savez(tmp_path / "data.npz", x=x, y=np.arange(40) % 10)
     source = load_source(tiny_pt2)
     results = export(source, tmp_path / "o", ["onnx"], ["int8"], {"per_tensor"}, calib=str(tmp_path / "data.npz"),
-                     calib_size=20, eval_data=str(tmp_path / "data.npz"), log=lambda m: None)
+                     calib_size=20, eval_data=str(tmp_path / "data.npz"), log=lambda m: None)["artifacts"]
     assert "real images" in results[-1]["metadata"]["calibration"] and results[-1]["top1"] is not None
 
 
@@ -204,7 +205,7 @@ def test_corrupt_source(tmp_path):
 def test_missing_optional_dependency_names_the_pip_command(monkeypatch):
     import importlib.util
 
-    from edgekd.export.formats import FORMATS
+    from edgekd.exporter.formats import FORMATS
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "litert_torch" else real(name, *a))
     with pytest.raises(EdgekdError, match="pip install litert-torch"):

@@ -14,8 +14,8 @@ from conftest import skip_unless_ci
 from edgekd.cli import cli
 from edgekd.devices import load_profile
 from edgekd.errors import EdgekdError
-from edgekd.probe import mcu, mcu_latency
-from edgekd.probe.tflite import Op, Tensor, TFLiteModel, op_macs, read_tflite
+from edgekd.probes import mcu, mcu_latency
+from edgekd.probes.tflite import Op, Tensor, TFLiteModel, op_macs, read_tflite
 
 IC = "reference-models/mlperf-tiny-ic"
 MLPERF = "reference-models/mlperf-tiny"

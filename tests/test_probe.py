@@ -24,9 +24,9 @@ from click.testing import CliRunner
 from edgekd.cli import cli
 from edgekd.devices import list_profiles, load_profile
 from edgekd.errors import EdgekdError
-from edgekd.probe import ProbeOptions, probe, save_probe
-from edgekd.probe.adb import parse_benchmark_output
-from edgekd.probe.mcu_latency import runtime_model
+from edgekd.probes import ProbeOptions, probe, save_probe
+from edgekd.probes.adb import parse_benchmark_output
+from edgekd.probes.mcu_latency import runtime_model
 from conftest import skip_unless_ci
 
 REPO = Path(__file__).resolve().parents[1]
@@ -311,8 +311,8 @@ def test_parse_new_format_without_percentiles_keeps_mean_and_std_only():
 def test_mean_only_result_is_shown_saved_and_reported(tmp_path):
     """A phone result with a mean and no percentiles goes through `edgekd probe`'s display, the
     probes folder and `edgekd report` (all of which once read p50/p90/p99 unconditionally)."""
-    from edgekd.probe import latency_text
-    from edgekd.probe.command import show
+    from edgekd.probes import latency_text
+    from edgekd.probes.command import show
 
     model = tmp_path / "student.int8.tflite"
     model.write_bytes(b"not read")

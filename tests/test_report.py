@@ -1,20 +1,24 @@
 """edgekd report on a run directory with training logs, a generator, exports and real probe results."""
 import base64
+import html
 import json
 import re
 import shutil
+import subprocess
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from conftest import skip_unless_ci
 
 from edgekd.cli import cli
 from edgekd.devices import load_profile
 from edgekd.fileio import write_json
 from edgekd.generators import Generator
-from edgekd.probe import ProbeOptions, probe, save_probe
-from edgekd.report import build_report
+from edgekd.probes import ProbeOptions, probe, save_probe
+from edgekd.reporting import PLOTS, build_report
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,8 @@ def run_dir(shared, tmp_path_factory):
         shutil.copy(shared / "reference-models/mlperf-tiny-ic" / name, path)
         artifacts.append({"path": str(path), "format": "tflite", "precision": precision,
                           "size_bytes": path.stat().st_size, "agreement": 99.1, "top1": 86.9,
-                          "latency_ms": 0.2 if precision == "int8" else 0.5, "ops": 16})
+                          "latency_ms": 0.2 if precision == "int8" else 0.5,
+                          "ops": ["CONV_2D", "FULLY_CONNECTED"]})
         for device in ("nucleo-l4r5zi", "stm32h7", "nrf52840"):
             save_probe(probe(path, load_profile(device), ProbeOptions()))
         save_probe(probe(path, load_profile("host"), ProbeOptions(runs=10, threads=1, input_range=255)))
@@ -82,3 +87,65 @@ def test_empty_or_missing_run_dir(tmp_path):
         build_report(tmp_path)
     with pytest.raises(EdgekdError, match="not found"):
         build_report(tmp_path / "nope")
+
+
+# Injected into a copy of the page: a policy that blocks (and reports) any request leaving the
+# page, and a script that writes what the browser loaded into the DOM for --dump-dom.
+BROWSER_CHECK = """<meta http-equiv="Content-Security-Policy"
+ content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<script>
+const blocked = [];
+document.addEventListener("securitypolicyviolation", e => blocked.push(e.blockedURI));
+window.addEventListener("load", () => setTimeout(() => {
+  const out = document.createElement("pre");
+  out.id = "edgekd-check";
+  out.textContent = JSON.stringify({
+    images: [...document.images].map(i => ({alt: i.alt, loaded: i.complete && i.naturalWidth > 0})),
+    blocked, overflows: document.documentElement.scrollWidth > window.innerWidth});
+  document.body.appendChild(out);
+}, 200));
+</script>"""
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    skip_unless_ci("Chromium not found: apt-get install chromium (.ci/run does)")
+
+
+def headless(browser, page, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--window-size=1280,4000", "--virtual-time-budget=5000", *args, page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+
+
+def seen_by_browser(browser, page, tmp_path) -> dict:
+    checked = tmp_path / f"checked-{page.name}"
+    checked.write_text(page.read_text().replace("<head>", "<head>" + BROWSER_CHECK, 1))
+    dom = headless(browser, checked, "--dump-dom").stdout
+    found = re.search(r'<pre id="edgekd-check">(.*?)</pre>', dom, re.S)
+    assert found, dom[-2000:]
+    return json.loads(html.unescape(found.group(1)))
+
+
+def test_the_report_in_a_real_browser(run_dir, tmp_path):
+    """What a person sees: every plot loads, nothing is fetched from outside the page, the page
+    fits a laptop-wide window; and the screenshot is a rendered page, not a blank one."""
+    browser = chromium()
+    _, page, _ = build_report(run_dir, tmp_path / "report")
+    seen = seen_by_browser(browser, page, tmp_path)
+    assert [i["alt"] for i in seen["images"]] == [title for _, title in PLOTS]
+    assert all(i["loaded"] for i in seen["images"]) and seen["blocked"] == [] and not seen["overflows"], seen
+    # The check can fail: a page that fetches an image from the network is caught.
+    leaky = tmp_path / "leaky.html"
+    leaky.write_text(page.read_text().replace("</body>", "<img alt='remote' src='https://example.com/x.png'></body>"))
+    seen = seen_by_browser(browser, leaky, tmp_path)
+    assert seen["blocked"] == ["https://example.com/x.png"] and not seen["images"][-1]["loaded"]
+
+    shot = tmp_path / "report.png"
+    headless(browser, page, f"--screenshot={shot}")
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert pixels.shape == (4000, 1280) and pixels.std() > 20  # text, tables and plots, not an empty page

@@ -2,7 +2,7 @@
 
 A method has two halves. `generator_step` is its synthesis: one update of its generator(s) that
 returns the batch the teacher judged (a `Synthesis`). `student_loss` is what its student minimises
-on a batch, from the pool or fresh from the generators. The training loop in distill.py joins them.
+on a batch, from the pool or fresh from the generators. The training loop in distillation.py joins them.
 """
 from dataclasses import dataclass, field
 
@@ -49,7 +49,7 @@ COMMON_DEFAULTS = {
     "pool_size": 0,
     "augment_crop": 4,  # random crop after padding by this many pixels (0: off)
     # Horizontal flip: true, false (teachers where a mirror image changes the class, such as
-    # digits) or auto: on when the teacher gives a mirrored image the same class (distill.py).
+    # digits) or auto: on when the teacher gives a mirrored image the same class (distillation.py).
     "augment_flip": "auto",
     # Teacher logits for a pooled image: "cached" (computed once, when the image was made) or
     # "view" (the teacher run again on each augmented view).

@@ -18,7 +18,7 @@ PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
 class Format:
     name: str
     suffix: str
-    module: str  # edgekd.export.<module>: export_float, quantize, Runner, ops, read_metadata
+    module: str  # edgekd.exporter.<module>: export_float, quantize, Runner, ops, read_metadata
     precisions: tuple[str, ...]
     flags: frozenset  # optional behaviours it honours: "nhwc", "int8_io", "per_tensor"
     needs: tuple[str, ...]  # importable packages
@@ -28,6 +28,9 @@ class Format:
         missing = [m for m in self.needs if importlib.util.find_spec(m) is None]
         if missing:
             raise EdgekdError(f"{self.name} export needs {', '.join(missing)}: run `{self.install}`")
+
+    def installed(self) -> bool:
+        return all(importlib.util.find_spec(m) is not None for m in self.needs)
 
     def impl(self):
         self.check_installed()

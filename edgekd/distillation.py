@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .distributed import Ranks
-from .errors import EdgekdError
+from .errors import EdgekdError, Interrupted
 from .fileio import append_line, torch_save, write_json, write_text, write_yaml
 from .methods import METHODS
 from .methods.base import CHOICES, COMMON_DEFAULTS
@@ -459,17 +459,17 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
     except KeyboardInterrupt:
         stopped_at_once = True
     if stopped_at_once:
-        raise EdgekdError(f"interrupted at iteration {iteration}, at once: the last checkpoint stays; continue "
-                          f"with `edgekd distill --resume {out}`")
+        raise Interrupted(f"interrupted at iteration {iteration}, at once: the last checkpoint stays",
+                          f"continue with `edgekd distill --resume {out}`")
     if stopping:  # agreed by every rank
-        raise EdgekdError(f"interrupted at iteration {iteration}; checkpoint saved, continue with "
-                          f"`edgekd distill --resume {out}`")
+        raise Interrupted(f"interrupted at iteration {iteration}; checkpoint saved",
+                          f"continue with `edgekd distill --resume {out}`")
     if not ranks.main:
         return {}
 
     log("final evaluation ...")
     final = evaluate()
-    summary = {"method": config["method"], "student": config["student"], "iterations": iteration,
+    summary = {"run_dir": str(out), "method": config["method"], "student": config["student"], "iterations": iteration,
                "wall_seconds": round(seconds, 2), "fidelity": final["fidelity"], "fidelity_on": fidelity_on,
                "rollbacks": rollbacks, "teacher_queries": teacher.queries,
                "max_queries": teacher.query_limit, "teacher_queries_not_budgeted": queries_not_budgeted,
@@ -532,6 +532,23 @@ def keep_metrics_until(path: Path, iteration: int):
         except (json.JSONDecodeError, KeyError):
             continue
     write_text(path, "".join(k + "\n" for k in kept))
+
+
+def parse_period(value, name: str, default: tuple) -> tuple:
+    """'N' iterations or 'Mmin' minutes of training -> (N, None) or (None, M); None -> default."""
+    if value is None:
+        return default
+    text = str(value).strip().lower()
+    try:
+        if text.endswith("min"):
+            minutes = float(text[:-3])
+            if minutes > 0:
+                return None, minutes
+        elif int(text) >= 1:
+            return int(text), None
+    except ValueError:
+        pass
+    raise EdgekdError(f"{name} takes a number of iterations (e.g. 200) or of minutes (e.g. 5min), not '{value}'")
 
 
 def prepare_out_dir(out: Path, force: bool):

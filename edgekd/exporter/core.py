@@ -35,7 +35,7 @@ def samples(source: Source, calib: str, n: int, seed: int, log, steps=calibratio
 
 def export(source: Source, out: Path, formats: list[str], precisions: list[str], flags: set,
            calib: str = "synthetic", calib_size: int = 256, eval_data=None, force=False, log=print,
-           synth_steps: int = calibration.SYNTH_STEPS, device=torch.device("cpu")) -> list[dict]:
+           synth_steps: int = calibration.SYNTH_STEPS, device=torch.device("cpu")) -> dict:
     out = Path(out)
     if out.exists() and not force:
         raise EdgekdError(f"output directory {out} exists; pass --force to replace it or --out DIR")
@@ -74,18 +74,17 @@ def export(source: Source, out: Path, formats: list[str], precisions: list[str],
                 "agreement": m["agreement_eval"] if eval_set is not None else m["agreement_synthetic"],
                 "top1": m["top1"], "latency_ms": m["latency_ms"], "ops": impl.ops(tmp / name),
                 "metadata": impl.read_metadata(tmp / name),
-                # kept out of export.json, shown on screen
-                "_agreement_synthetic": m["agreement_synthetic"], "_max_abs_diff": m["max_abs_diff"]})
-        write_json(tmp / "export.json", {
-            "agreement_on": "eval data" if eval_set is not None else f"{HELD_OUT} held-out {where}",
-            "artifacts": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]})
+                "agreement_synthetic": m["agreement_synthetic"], "max_abs_diff": m["max_abs_diff"]})
+        summary = {"agreement_on": "eval data" if eval_set is not None else f"{HELD_OUT} held-out {where}",
+                   "artifacts": results}
+        write_json(tmp / "export.json", summary)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return results
+    return summary
 
 
 def _convert_all(source, tmp: Path, work, flags, calib_x, calibrated, class_names, log):

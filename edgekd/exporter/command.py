@@ -1,4 +1,4 @@
-"""The `edgekd export` click command: parse, hand to core.export, print the table."""
+"""The `edgekd export` click command: parse, hand to api.export, print the table."""
 import sys
 from pathlib import Path
 
@@ -6,9 +6,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import EdgekdError
-from ..teacher import parse_floats
-from .formats import FORMATS
 
 # Piped output (logs, CI) gets a wide table rather than file names cut to a few letters.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -47,49 +44,26 @@ def export(source, want_onnx, want_tflite, fp16, int8, dynamic, calib, calib_siz
 
     Without --onnx/--tflite: every format whose packages are installed. Without --fp16/--int8/--dynamic:
     fp32 and int8. The fp32 file of each format is always written (the reference)."""
-    from ..distill import pick_device
-    from ..runs import run_or_latest
-    from ..teacher import parse_shape
-    from .core import export as run
-    from .source import load_source
+    from .. import api
 
-    formats = [name for name, wanted in (("onnx", want_onnx), ("tflite", want_tflite)) if wanted]
-    if not formats:
-        formats = [name for name, f in FORMATS.items() if _installed(f)]
-        skipped = [f"{f.name} (`{f.install}`)" for f in FORMATS.values() if f.name not in formats]
-        if skipped:
-            console.print(f"skipping {', '.join(skipped)}: not installed")
-    precisions = [p for p, wanted in (("fp16", fp16), ("int8", int8), ("dynamic-int8", dynamic)) if wanted] or ["int8"]
-    flags = {f for f, on in (("nhwc", nhwc), ("int8_io", int8_io), ("per_tensor", per_tensor)) if on}
-    if calib != "synthetic" and not Path(calib).exists():
-        raise EdgekdError(f"--calib takes 'synthetic' or a path to real images; {calib} not found")
     log = console.print if not no_progress else (lambda msg: click.echo(msg))
-    source = run_or_latest(source, log)
-    src = load_source(source, teacher_arch, parse_shape(input_shape), parse_floats(mean, "--mean"),
-                      parse_floats(std, "--std"), trust_pickle)
-    out = Path(out) if out else src.default_out
-    results = run(src, out, formats, precisions, flags, calib, calib_size, eval_data, force, log,
-                  device=pick_device(device or "auto"))
-    _show(results, out)
+    formats = [name for name, wanted in (("onnx", want_onnx), ("tflite", want_tflite)) if wanted] or None
+    precisions = [p for p, wanted in (("fp16", fp16), ("int8", int8), ("dynamic-int8", dynamic)) if wanted]
+    _show(api.export(source, formats=formats, precisions=precisions, nhwc=nhwc, int8_io=int8_io,
+                     per_tensor=per_tensor, calib=calib, calib_size=calib_size, eval_data=eval_data, out=out,
+                     force=force, teacher_arch=teacher_arch, input_shape=input_shape, mean=mean, std=std,
+                     trust_pickle=trust_pickle, device=device, log=log)["artifacts"])
 
 
-def _installed(fmt) -> bool:
-    try:
-        fmt.check_installed()
-        return True
-    except EdgekdError:
-        return False
-
-
-def _show(results, out):
-    table = Table(title=f"exported to {out} (details in export.json)")
+def _show(results):
+    table = Table(title=f"exported to {Path(results[0]['path']).parent} (details in export.json)")
     for col in ("file", "size KB", "x fp32", "agree synth %", "agree data %", "top-1 %", "ms", "max |diff|", "ops"):
         table.add_column(col, justify="left" if col in ("file", "ops") else "right")
     fp32 = {r["format"]: r["size_bytes"] for r in results if r["precision"] == "fp32"}
     has_data = results and results[0]["top1"] is not None
     for r in results:
         table.add_row(Path(r["path"]).name, f"{r['size_bytes'] / 1024:.1f}", f"{r['size_bytes'] / fp32[r['format']]:.2f}",
-                      f"{r['_agreement_synthetic']:.2f}", f"{r['agreement']:.2f}" if has_data else "-",
+                      f"{r['agreement_synthetic']:.2f}", f"{r['agreement']:.2f}" if has_data else "-",
                       f"{r['top1']:.2f}" if has_data else "-", f"{r['latency_ms']:.2f}",
-                      f"{r['_max_abs_diff']:.2g}", str(len(r["ops"])))
+                      f"{r['max_abs_diff']:.2g}", str(len(r["ops"])))
     console.print(table)

@@ -13,7 +13,7 @@ import yaml
 
 from .errors import EdgekdError
 from .fileio import write_bytes, write_text
-from .probe import latency_text
+from .probes import latency_text
 
 MEASURED, ESTIMATED = "#1f77b4", "#ff7f0e"
 
@@ -50,6 +50,7 @@ def collect(run: Path) -> dict:
         missing.append("generator.pt (synthetic samples)")
     export = _read_json(run / "export" / "export.json") if (run / "export" / "export.json").is_file() else None
     parts["exports"] = (export or {}).get("artifacts", [])
+    parts["agreement_on"] = (export or {}).get("agreement_on", "held-out samples")
     if not parts["exports"]:
         missing.append("export/export.json (run `edgekd export`)")
     probes = []
@@ -147,7 +148,7 @@ def latency_value(result) -> float | None:
 def plot_latency(probes, exports) -> bytes | None:
     rows = [(f"{Path(p['model']).name} @ {p['device']}" + (f" ({p['runtime']})" if p["source"] == "estimated"
              and p.get("runtime") else ""), latency_value(p), p["source"]) for p in probes]
-    rows += [(f"{Path(a['path']).name} @ export host", a["latency_ms"], "measured")
+    rows += [(f"{Path(a['path']).name} @ the machine that exported", a["latency_ms"], "measured")
              for a in exports if a.get("latency_ms") is not None]
     rows = [r for r in rows if r[1]]
     if not rows:
@@ -159,7 +160,8 @@ def plot_latency(probes, exports) -> bytes | None:
     for bar, r in zip(bars, rows):
         if r[2] != "measured":
             bar.set_hatch("//")
-        ax.text(bar.get_width() * 1.05, bar.get_y() + bar.get_height() / 2, f"{r[1]:.3g} ms", va="center", fontsize=8)
+        value = f"{r[1]:,.0f}" if r[1] >= 100 else f"{r[1]:.3g}"  # 3,465 ms, never 3.47e+03
+        ax.text(bar.get_width() * 1.05, bar.get_y() + bar.get_height() / 2, f"{value} ms", va="center", fontsize=8)
     ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
     if rows[-1][1] / max(rows[0][1], 1e-9) > 50:
         ax.set_xscale("log")
@@ -191,7 +193,7 @@ def plot_memory(probes) -> bytes | None:
     ax.set_xlabel("% of the microcontroller's budget (red line: full)")
     ax.set_xlim(0, max(110, max(ram + flash) * 1.3))
     ax.legend(frameon=False, fontsize=8, loc="upper right")
-    ax.set_title("memory against each microcontroller's budget (estimated)", loc="left")
+    ax.set_title("memory against each microcontroller's budget", loc="left")
     return _png(fig)
 
 
@@ -209,20 +211,49 @@ def _fmt(v, spec="{:.2f}") -> str:
     return spec.format(v) if isinstance(v, float) else str(v)
 
 
+# The run summary's keys as a reader wants them: (label, unit); keys not listed show as they are.
+RUN_LABELS = {
+    "method": ("method", ""), "student": ("student", ""), "iterations": ("iterations", ""),
+    "wall_seconds": ("training time", " s"), "student_top1": ("student top-1 on real data", " %"),
+    "teacher_top1": ("teacher top-1 on real data", " %"), "fidelity": ("fidelity: agrees with the teacher", " %"),
+    "fidelity_on": ("fidelity measured on", ""), "teacher_queries": ("teacher queries in training", ""),
+    "max_queries": ("query budget", ""), "teacher_queries_not_budgeted": ("teacher queries before training", ""),
+    "rollbacks": ("roll-backs after NaN losses", ""), "pool_size": ("synthetic images pooled", ""),
+    "augment_flip": ("mirror augmentation", ""), "device": ("trained on", ""), "precision": ("precision", ""),
+    "processes": ("processes", ""),
+}
+
+
+def _run_rows(summary: dict) -> list:
+    rows = []
+    for key, value in summary.items():
+        if key == "run_dir" or isinstance(value, (dict, list)) or (key == "max_queries" and value is None):
+            continue
+        label, unit = RUN_LABELS.get(key, (key, ""))
+        text = ("on" if value else "off") if isinstance(value, bool) else _fmt(value)
+        rows.append([label, text + unit if value is not None else text])
+    return rows
+
+
 def tables(parts) -> list:
-    """(title, header, rows) for every table the report shows."""
+    """(title, header, rows, note) for every table the report shows."""
     out = []
     summary = dict(parts["summary"] or {})
     config = parts["config"] or {}
     if config.get("teacher"):
         summary = {"teacher": Path(config["teacher"]["path"]).name, **summary}
     if summary:
-        out.append(("Run", ["", ""], [[k, _fmt(v)] for k, v in summary.items() if not isinstance(v, (dict, list))]))
+        out.append(("Run", ["", ""], _run_rows(summary), None))
     if parts["exports"]:
-        out.append(("Exports", ["file", "format", "precision", "size", "agreement %", "top-1 %", "latency ms", "ops"],
+        out.append(("Exports", ["file", "format", "precision", "size", "agrees with the float model %", "top-1 %",
+                                "latency here, ms", "ops"],
                     [[Path(a.get("path", "?")).name, _fmt(a.get("format")), _fmt(a.get("precision")),
                       _kib(a.get("size_bytes")), _fmt(a.get("agreement")), _fmt(a.get("top1")),
-                      _fmt(a.get("latency_ms"), "{:.3f}"), _fmt(a.get("ops"))] for a in parts["exports"]]))
+                      _fmt(a.get("latency_ms"), "{:.3f}"), ", ".join(a.get("ops") or []) or "-"]
+                     for a in parts["exports"]],
+                    f"Agreement: top-1 class the same as the float PyTorch model's, on {parts['agreement_on']}. "
+                    "Top-1 on real data when the export was given --eval-data. Latency measured on the "
+                    "machine that exported."))
     if parts["probes"]:
         rows = []
         for p in parts["probes"]:
@@ -233,7 +264,7 @@ def tables(parts) -> list:
                          _kib(p.get("ram_bytes")), _kib(p.get("flash_bytes")), fits,
                          ", ".join(sorted({u["op"] for u in p.get("unsupported_ops", [])})) or "-"])
         out.append(("Probes", ["model", "device", "source", "latency (measured percentiles, mean, or ~estimate)",
-                               "top-1 %", "RAM", "flash", "fits", "unsupported ops"], rows))
+                               "top-1 %", "RAM", "flash", "fits", "unsupported ops"], rows, None))
     return out
 
 
@@ -249,9 +280,10 @@ def render(run: Path, parts) -> dict:
 
 def markdown(run: Path, parts, rendered) -> str:
     lines = [f"# edgekd report: {run.name}", ""]
-    for title, header, rows in rendered["tables"]:
+    for title, header, rows, note in rendered["tables"]:
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows] + [""]
+        lines += [note, ""] if note else []
     for key, title in PLOTS:
         if key in rendered["images"]:
             lines += [f"## {title}", "", f"![{title}](report-{key}.png)", ""]
@@ -271,11 +303,11 @@ th{background:#f5f5f5}tr:nth-child(even) td{background:#fafafa}img{max-width:100
 def html_page(run: Path, parts, rendered) -> str:
     esc = html.escape
     body = [f"<h1>edgekd report: {esc(run.name)}</h1>"]
-    for title, header, rows in rendered["tables"]:
+    for title, header, rows, note in rendered["tables"]:
         head = "".join(f"<th>{esc(h)}</th>" for h in header) if any(header) else ""
         body.append(f"<h2>{esc(title)}</h2><table>" + (f"<tr>{head}</tr>" if head else "")
                     + "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-                    + "</table>")
+                    + "</table>" + (f"<p class='note'>{esc(note)}</p>" if note else ""))
     for key, title in PLOTS:
         if key in rendered["images"]:
             data = base64.b64encode(rendered["images"][key]).decode()
@@ -311,9 +343,9 @@ def build_report(run, out=None) -> tuple:
 def report(run_dir, out):
     """Markdown + self-contained HTML report of a run (the latest under ./runs when RUN_DIR is
     omitted): curves, samples, exports and probes."""
-    from .runs import run_or_latest
+    from . import api
 
-    md, page, missing = build_report(run_or_latest(run_dir, click.echo), out)
-    click.echo(f"wrote {md} and {page}")
-    for m in missing:
+    written = api.report(run_dir, out=out, log=click.echo)
+    click.echo(f"wrote {written['markdown']} and {written['html']}")
+    for m in written["missing"]:
         click.echo(f"  not found: {m}")

@@ -12,7 +12,7 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 from ai_edge_litert.tools import flatbuffer_utils
 
-from ..probe.tflite import read_tflite
+from ..probes.tflite import read_tflite
 
 METADATA_NAME = "edgekd"
 

@@ -60,7 +60,7 @@ def input_range(path: Path, given: float | None) -> float:
         from .tflite import read_tflite
         meta = read_tflite(path).edgekd_metadata()
     else:
-        from ..export.onnx_format import read_metadata
+        from ..exporter.onnx_format import read_metadata
         meta = read_metadata(path)
     top = (meta.get("preprocessing") or {}).get("range", [0, 1])[1]
     return float(top)
@@ -164,13 +164,18 @@ def probe(model, profile: dict, options: ProbeOptions) -> dict:
     return backends[method](path, fmt, profile, options)
 
 
+def probe_path(model, device: str) -> Path:
+    """<model dir>/probes/<model file name>.<device>.json. The device name comes from a profile,
+    which may be any user's YAML file: it is reduced to a plain file name so the result cannot
+    land outside the probes folder."""
+    model = Path(model)
+    device = re.sub(r"[^A-Za-z0-9._-]", "_", str(device)).lstrip(".") or "device"
+    return model.parent / "probes" / f"{model.name}.{device}.json"
+
+
 def save_probe(result: dict) -> Path:
-    """<model dir>/probes/<model file name>.<device>.json, written atomically. The device name
-    comes from a profile, which may be any user's YAML file: it is reduced to a plain file name
-    so the result cannot land outside the probes folder."""
-    model = Path(result["model"])
-    device = re.sub(r"[^A-Za-z0-9._-]", "_", str(result["device"])).lstrip(".") or "device"
-    out = model.parent / "probes" / f"{model.name}.{device}.json"
+    """Writes a probe result where probe_path() says, atomically."""
+    out = probe_path(result["model"], result["device"])
     write_json(out, result)
     return out
 

@@ -56,7 +56,7 @@ def devices(as_json, validate, published, write):
 def _validate(published, as_json, write):
     from pathlib import Path
 
-    from ..cli import data_root
+    from ..api import data_root
     from ..fileio import write_json
     from .mcu_latency import FITS, validate
 
@@ -126,27 +126,17 @@ def probe(model, device_name, as_json, runs, warmup, threads, eval_data, eval_li
     """Latency, memory and accuracy of MODEL (.tflite or .onnx; the latest run's int8 TFLite file
     when omitted) on a device: measured when the device is reachable (this machine, ssh, adb),
     estimated for microcontrollers or otherwise."""
-    from ..devices import load_profile
-    from ..runs import int8_tflite_of, latest_run
-    from . import ProbeOptions, probe as run_probe, save_probe
+    from .. import api
 
-    if model is None:
-        model = int8_tflite_of(latest_run())
-        if not as_json:
-            console.print(f"probing the latest run's {model}")
-    profile = load_profile(device_name)
-    options = ProbeOptions(runs=runs, warmup=warmup, threads=threads, eval_data=eval_data, eval_limit=eval_limit,
-                           input_range=_range(input_range), runtime=runtime, host=host, port=port,
-                           identity=identity, ssh_config=ssh_config, connect_timeout=connect_timeout,
-                           timeout=timeout, serial=serial, benchmark_binary=benchmark_binary)
-    result = run_probe(model, profile, options)
-    saved = None if no_save else save_probe(result)
+    result = api.probe(model, device=device_name, runs=runs, warmup=warmup, threads=threads, eval_data=eval_data,
+                       eval_limit=eval_limit, input_range=_range(input_range), runtime=runtime, host=host, port=port,
+                       identity=identity, ssh_config=ssh_config, connect_timeout=connect_timeout, timeout=timeout,
+                       serial=serial, benchmark_binary=benchmark_binary, save=not no_save,
+                       log=(lambda msg: None) if as_json else console.print)
     if as_json:
         click.echo(json.dumps(result))
-        return
-    show(result)
-    if saved:
-        console.print(f"saved {saved}")
+    else:
+        show(result)
 
 
 def show(result: dict):

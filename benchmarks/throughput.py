@@ -15,11 +15,14 @@ Stages (batch 64, the synthesis batch of condbn, and the student batch of 128):
   student step               KD on a batch with known teacher logits: forward, backward, SGD step
   generator step             condbn's: generator -> crop/flip -> teacher with BatchNorm inputs ->
                              statistics + label loss -> backward through the teacher -> Adam step
-Whole iterations: `edgekd distill` itself, for --iterations, with synthesis and student steps in
-every iteration (synthesis_only=0, synthesis_until=1) and no evaluation or checkpoint inside the
-timed span; images per second count the synthesized and the student's images. The hand-written
-loops exist for condbn (pool) and dafl (streaming), the two methods `auto` picks on teachers
-with gradients; the other methods show edgekd's figure alone.
+Whole iterations: `edgekd distill` itself, with synthesis and student steps in every iteration
+(synthesis_only=0, synthesis_until=1) and no evaluation or checkpoint inside the timed span, on
+its own training clock: two runs of the same seed, WARMUP_ITERATIONS and WARMUP_ITERATIONS +
+--iterations long, and the difference of their times, so that the first iterations are left
+out as the hand-written loop's warm-up calls are. Each method's pair of runs alternates with the
+hand-written loop (ROUNDS rounds, medians). Images per second count the synthesized and the
+student's images. The hand-written loops exist for condbn (pool) and dafl (streaming), the two
+methods `auto` picks on teachers with gradients; the other methods show edgekd's figure alone.
 Writes benchmarks/results/throughput_<case>_<device>_<precision>.json.
 """
 import argparse
@@ -27,6 +30,7 @@ import contextlib
 import datetime
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -52,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("EDGEKD_DATA", ROOT.parent / "shared"))
 SYNTH_BATCH, STUDENT_BATCH = 64, 128
 ROUNDS = 3
+WARMUP_ITERATIONS = 3  # as the hand-written loop's 3 untimed calls (timed())
 CASES = {"cifar10": ("resnet56", "resnet20", (3, 32, 32)), "mnist": ("lenet5_bn", "lenet5_half", (1, 28, 28))}
 
 
@@ -171,17 +176,24 @@ def iteration_images(settings) -> int:
 
 
 def edgekd_iterations(teacher_path, case, method, device_name, precision, compile_, iterations, folder) -> float:
-    """Images per second of `edgekd distill` (the training clock it reports)."""
+    """Images per second of `edgekd distill` over `iterations` iterations after
+    WARMUP_ITERATIONS (the training clock it reports, of two runs)."""
     _, student, shape = CASES[case]
     teacher = load_teacher(teacher_path)
     settings = resolve_settings(method, {}, {"synthesis_only": 0.0, "synthesis_until": 1.0})
-    config = new_config(teacher, student=student, method=method, settings=settings, budget=Budget(iterations, None),
-                        eval_data=None, mean=None, std=None, device=device_name, seed=0,
-                        checkpoint_every=(10 ** 9, None), eval_every=(10 ** 9, None), recipe=None,
-                        teacher_arch=None, precision=precision, compile=compile_)
     probe = Dataset(torch.rand(64, *shape), torch.zeros(64, dtype=torch.long), None, "random")
-    summary = distill(teacher, config, folder / method, probe, show_progress=False, log=lambda *a: None)
-    return iterations * iteration_images(settings) / summary["wall_seconds"]
+
+    def seconds(n: int) -> float:
+        config = new_config(teacher, student=student, method=method, settings=dict(settings), budget=Budget(n, None),
+                            eval_data=None, mean=None, std=None, device=device_name, seed=0,
+                            checkpoint_every=(10 ** 9, None), eval_every=(10 ** 9, None), recipe=None,
+                            teacher_arch=None, precision=precision, compile=compile_)
+        out = folder / f"{method}-{n}"
+        shutil.rmtree(out, ignore_errors=True)
+        return distill(teacher, config, out, probe, show_progress=False, log=lambda *a: None)["wall_seconds"]
+
+    timed_seconds = seconds(WARMUP_ITERATIONS + iterations) - seconds(WARMUP_ITERATIONS)
+    return iterations * iteration_images(settings) / timed_seconds
 
 
 def hand_iterations(module, case, method, device, seconds, autocast, compile_) -> float:
@@ -260,11 +272,14 @@ def main():
         console.print(f"{name}: {rows[-1]['edgekd']:.0f} vs {rows[-1]['hand_written']:.0f} img/s")
     hand.close()
     for name in args.methods.split(","):
-        row = {"what": f"iteration: {name}",
-               "edgekd": edgekd_iterations(folder / "teacher.pt2", args.case, name, str(device), precision,
-                                           args.compile, args.iterations, folder),
-               "hand_written": hand_iterations(module, args.case, name, device, args.seconds, autocast, args.compile)
-               if name in ("condbn", "dafl") else None}
+        speeds = {"edgekd": [], "hand_written": []}
+        for _ in range(ROUNDS):
+            speeds["edgekd"].append(edgekd_iterations(folder / "teacher.pt2", args.case, name, str(device), precision,
+                                                      args.compile, args.iterations, folder))
+            if name in ("condbn", "dafl"):
+                speeds["hand_written"].append(hand_iterations(module, args.case, name, device, args.seconds / ROUNDS,
+                                                              autocast, args.compile))
+        row = {"what": f"iteration: {name}", **{k: statistics.median(v) if v else None for k, v in speeds.items()}}
         rows.append(row)
         console.print(f"{row['what']}: {row['edgekd']:.0f} img/s")
 

@@ -231,7 +231,8 @@ def export(source=None, *, formats=None, precisions=None, nhwc=False, int8_io=Fa
     for kind, names, known in (("format", formats, list(FORMATS)), ("precision", precisions, PRECISIONS)):
         for name in names:
             if name not in known:
-                raise EdgekdError(f"unknown export {kind} '{name}'{did_you_mean(name, known)} (known: {', '.join(known)})")
+                raise EdgekdError(f"unknown export {kind} '{name}'{did_you_mean(name, known)} "
+                                  f"(known: {', '.join(known)})")
     flags = {f for f, on in (("nhwc", nhwc), ("int8_io", int8_io), ("per_tensor", per_tensor)) if on}
     if calib != "synthetic" and not Path(calib).exists():
         raise EdgekdError(f"--calib takes 'synthetic' or a path to real images; {calib} not found")

@@ -252,8 +252,8 @@ def tables(parts) -> list:
                       _fmt(a.get("latency_ms"), "{:.3f}"), ", ".join(a.get("ops") or []) or "-"]
                      for a in parts["exports"]],
                     f"Agreement: top-1 class the same as the float PyTorch model's, on {parts['agreement_on']}. "
-                    "Top-1 on real data when the export was given --eval-data. Latency measured on the "
-                    "machine that exported."))
+                    "Top-1 on real data when the export was given --eval-data. Latency: median of 30 runs on "
+                    "one thread of the machine that exported."))
     if parts["probes"]:
         rows = []
         for p in parts["probes"]:

@@ -2,6 +2,7 @@
 directories, resume after kill -9, Ctrl-C, and one-line errors for bad input."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -67,6 +68,22 @@ def unseen(mnist, tmp_path_factory):
                       training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)
     return {"model": model, "ts": folder / "strange.ts", "pt2": folder / "strange.pt2",
             "onnx": folder / "strange.onnx"}
+
+
+@pytest.mark.parametrize("fmt", ["ts", "pt2", "onnx"])
+def test_the_commands_of_the_design_on_a_file_named_teacher_pt(unseen, tmp_path, fmt):
+    """`edgekd distill teacher.pt --student mobilenet` then `edgekd export --tflite`, whatever
+    format the file holds: it is told from the content, not the name."""
+    shutil.copy(unseen[fmt], tmp_path / "teacher.pt")
+    distilled = edgekd("distill", "teacher.pt", "--student", "mobilenet", "--iterations", 2, *QUICK, cwd=tmp_path)
+    assert distilled.returncode == 0, distilled.stderr
+    text = " ".join(distilled.stdout.split())
+    assert "student mobilenet -> mobilenet_v2 for 1x28x28" in text
+    assert f"teacher teacher.pt: {'torchscript' if fmt == 'ts' else 'torch-export' if fmt == 'pt2' else 'onnx'}" in text
+    if fmt == "ts":  # the export that follows takes the run just made (the same for every format)
+        exported = edgekd("export", "--tflite", "--no-progress", cwd=tmp_path)
+        assert exported.returncode == 0, exported.stderr
+        assert (tmp_path / "runs" / "teacher-mobilenet_v2-condbn" / "export" / "student.int8.tflite").is_file()
 
 
 @pytest.mark.parametrize("fmt", ["ts", "pt2", "onnx"])

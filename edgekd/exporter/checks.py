@@ -1,14 +1,12 @@
 """Checked, not assumed: every artifact runs in its own runtime on held-out samples and is
 compared with the float model (top-1 agreement, max abs difference), on real data when given
-(top-1 accuracy), and timed on this host."""
-import statistics
-import time
+(top-1 accuracy), and timed on this host with the probes' own harness."""
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-LATENCY_RUNS = 30
+LATENCY_RUNS, LATENCY_WARMUP = 30, 5
 
 
 @dataclass
@@ -45,13 +43,13 @@ def measure(runner, ref: Reference, nhwc: bool) -> dict:
         pred = runner(layout(ref.eval_x)).argmax(1)
         result["agreement_eval"] = _pct(pred == ref.eval_pred)
         result["top1"] = _pct(pred == ref.eval_y)
-    one = layout(ref.synthetic[:1])
-    for _ in range(3):  # warm-up: first runs allocate and pack weights
-        runner(one)
-    times = []
-    for _ in range(LATENCY_RUNS):
-        start = time.perf_counter()
-        runner(one)
-        times.append(time.perf_counter() - start)
-    result["latency_ms"] = round(1000 * statistics.median(times), 3)
     return result
+
+
+def host_latency(path) -> float:
+    """Median ms of one inference of the file on this machine, one thread: what
+    `edgekd probe FILE --device host --threads 1` measures, by the same code, in this process."""
+    from ..probes.runner import load_model, random_input, time_inference
+
+    model = load_model(str(path), threads=1)
+    return time_inference(model, random_input(model, 1.0), LATENCY_WARMUP, LATENCY_RUNS)["latency_ms"]["p50"]

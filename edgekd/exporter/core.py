@@ -72,7 +72,7 @@ def export(source: Source, out: Path, formats: list[str], precisions: list[str],
                 "path": str(out / name), "format": fmt.name, "precision": precision,
                 "size_bytes": (tmp / name).stat().st_size,
                 "agreement": m["agreement_eval"] if eval_set is not None else m["agreement_synthetic"],
-                "top1": m["top1"], "latency_ms": m["latency_ms"], "ops": impl.ops(tmp / name),
+                "top1": m["top1"], "latency_ms": checks.host_latency(tmp / name), "ops": impl.ops(tmp / name),
                 "metadata": impl.read_metadata(tmp / name),
                 "agreement_synthetic": m["agreement_synthetic"], "max_abs_diff": m["max_abs_diff"]})
         summary = {"agreement_on": "eval data" if eval_set is not None else f"{HELD_OUT} held-out {where}",

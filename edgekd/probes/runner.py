@@ -114,6 +114,29 @@ def random_input(model, value_range):
     return rng.integers(info.min, info.max, model.shape, endpoint=True).astype(model.dtype)
 
 
+def load_model(path: str, threads: int):
+    return (OnnxModel if path.endswith(".onnx") else TFLiteModel)(path, threads)
+
+
+def time_inference(model, x, warmup: int, runs: int) -> dict:
+    """The one latency harness (`edgekd probe` on every device, and `edgekd export`'s check on
+    this machine): the first call timed alone (it allocates and packs weights), `warmup` untimed
+    calls, then percentiles and the mean of `runs` timed calls, in ms."""
+    start = time.perf_counter()
+    model(x)
+    first_ms = (time.perf_counter() - start) * 1e3
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        model(x)
+        times.append((time.perf_counter() - start) * 1e3)
+    times = np.array(times)
+    percentiles = {k: round(float(np.percentile(times, q)), 4) for k, q in (("p50", 50), ("p90", 90), ("p99", 99))}
+    return {"first_ms": round(first_ms, 3), "latency_ms": percentiles | {"mean": round(float(times.mean()), 4)}}
+
+
 def read_chunks(stream):
     while True:
         header = stream.read(4)
@@ -142,21 +165,9 @@ def main(argv=None):
                     raise RunnerError("the model copied to the device differs from the original (sha256 mismatch)")
         rss_before = rss_bytes()
         start = time.perf_counter()
-        cls = OnnxModel if args.model.endswith(".onnx") else TFLiteModel
-        model = cls(args.model, args.threads)
+        model = load_model(args.model, args.threads)
         init_ms = (time.perf_counter() - start) * 1e3
-        x = random_input(model, args.input_range)
-        start = time.perf_counter()
-        model(x)
-        first_ms = (time.perf_counter() - start) * 1e3
-        for _ in range(args.warmup):
-            model(x)
-        times = []
-        for _ in range(args.runs):
-            start = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - start) * 1e3)
-        times = np.array(times)
+        timing = time_inference(model, random_input(model, args.input_range), args.warmup, args.runs)
         predictions = 0
         if args.eval:
             stdin = sys.stdin.buffer
@@ -167,9 +178,7 @@ def main(argv=None):
                 print(json.dumps({"pred": pred}), flush=True)
         result = {
             "runtime": model.runtime, "threads": args.threads, "runs": args.runs, "warmup": args.warmup,
-            "init_ms": round(init_ms, 3), "first_ms": round(first_ms, 3),
-            "latency_ms": {k: round(float(np.percentile(times, q)), 4) for k, q in
-                           (("p50", 50), ("p90", 90), ("p99", 99))} | {"mean": round(float(times.mean()), 4)},
+            "init_ms": round(init_ms, 3), **timing,
             "peak_rss_bytes": rss_bytes(), "rss_before_model_bytes": rss_before,
             "input": {"shape": [int(d) for d in model.shape], "dtype": model.dtype.name,
                       "quantization": list(model.quant) if model.quant else None},

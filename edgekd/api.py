@@ -307,6 +307,7 @@ def run(teacher=None, *, device="host", student=None, method=None, recipe=None, 
         if differ:
             raise EdgekdError(f"{out} holds a run with another {' and '.join(differ)}; give another --out, "
                               "or --force to replace it")
+
     def done_before(stage, path):
         log(f"{stage}: done already ({path}), skipped")
         stages[stage] = "done before"

@@ -166,9 +166,10 @@ def run_chain(teacher, target, student, method, recipe, out, iterations, time_bu
         return
     table = Table(title=f"{r['run_dir']}: {r['student']} distilled with {r['method']}", show_header=False)
     table.add_row("int8 model", f"{r['model']} ({r['size_bytes'] / 1024:.1f} KiB)")
-    if r["student_top1"] is not None:
-        table.add_row("top-1", f"int8 {r['int8_top1']:.2f} %, float student {r['student_top1']:.2f} %, "
-                               f"teacher {r['teacher_top1']:.2f} %")
+    top1 = [f"{what} {r[key]:.2f} %" for key, what in (("int8_top1", "int8"), ("student_top1", "float student"),
+                                                        ("teacher_top1", "teacher")) if r[key] is not None]
+    if top1:
+        table.add_row("top-1 on real data", ", ".join(top1))
     table.add_row(f"latency on {r['device']}", latency_text(r["latency_ms"]))
     if r["fits"] is not None:
         table.add_row("fits", "[green]yes[/green]" if r["fits"] else "[red]no[/red]")

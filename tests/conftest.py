@@ -26,3 +26,8 @@ def shared() -> Path:
     if path is None:
         skip_unless_ci("real data not found: set EDGEKD_DATA to the shared/ folder (datasets, teachers)")
     return path
+
+
+@pytest.fixture(scope="session")
+def mnist(shared) -> Path:
+    return shared / "datasets" / "mnist"

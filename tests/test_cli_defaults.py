@@ -52,10 +52,11 @@ def test_export_probe_and_report_take_the_latest_run(tmp_path):
     assert reported.returncode == 0 and (run / "report" / "report.html").is_file(), reported.stderr
 
 
-def test_run_chains_the_stages_resumes_after_ctrl_c_and_skips_what_is_done(tmp_path):
-    args = ["run", "--time-budget", "0.3", "--device", "nucleo-l4r5zi", "--out", "chain", "--no-progress"]
+def test_run_chains_the_stages_resumes_after_ctrl_c_and_skips_what_is_done(tmp_path, mnist):
+    args = ["run", "--time-budget", "0.3", "--device", "nucleo-l4r5zi", "--out", "chain", "--eval-data", mnist,
+            "--no-progress"]
     out = tmp_path / "chain"
-    proc = subprocess.Popen([sys.executable, "-m", "edgekd.cli", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "edgekd.cli", *map(str, args)], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if "] it 1 " in line:  # the first progress line: training has started
@@ -77,6 +78,7 @@ def test_run_chains_the_stages_resumes_after_ctrl_c_and_skips_what_is_done(tmp_p
     assert (out / "export" / "export.json").is_file() and probe_file.is_file()
     assert (out / "report" / "report.html").is_file()
     assert "latency on nucleo-l4r5zi" in text and "distill resumed, export ran, probe ran" in text
+    assert "top-1 on real data" in text and "float student" in text  # the values: the JSON below
 
     written = {p: p.stat().st_mtime for p in (out / "student.pt2", out / "export" / "export.json", probe_file)}
     third = edgekd(*args, "--json", cwd=tmp_path)
@@ -87,6 +89,9 @@ def test_run_chains_the_stages_resumes_after_ctrl_c_and_skips_what_is_done(tmp_p
     assert result["model"] == "chain/export/student.int8.tflite" and result["size_bytes"] > 1000
     assert result["latency_ms"]["low"] < result["latency_ms"]["estimate"] < result["latency_ms"]["high"]
     assert result["fits"] is True and result["device"] == "nucleo-l4r5zi"
+    exported = json.loads((out / "export" / "export.json").read_text())["artifacts"]
+    assert result["int8_top1"] == next(a["top1"] for a in exported if a["path"].endswith("int8.tflite"))
+    assert result["student_top1"] == summary["student_top1"] and result["teacher_top1"] > 99
 
     assert_one_line_error(edgekd("run", "--student", "resnet", "--out", "chain", cwd=tmp_path),
                           "chain holds a run with another student")

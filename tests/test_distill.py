@@ -48,11 +48,6 @@ def assert_one_line_error(result, fragment):
 
 
 @pytest.fixture(scope="session")
-def mnist(shared):
-    return shared / "datasets" / "mnist"
-
-
-@pytest.fixture(scope="session")
 def unseen(mnist, tmp_path_factory):
     """An architecture edgekd has never seen, trained on 12k real MNIST images, in three formats."""
     folder = tmp_path_factory.mktemp("teachers")

@@ -6,7 +6,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-
 # Piped output (logs, CI) gets a wide table rather than file names cut to a few letters.
 console = Console(width=None if sys.stdout.isatty() else 160)
 

@@ -213,7 +213,7 @@ def main():
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's, all cores)")
     parser.add_argument("--seconds", type=float, default=6.0, help="time per stage and side (in 3 alternated rounds)")
     parser.add_argument("--iterations", type=int, default=50, help="edgekd distill iterations per method")
-    parser.add_argument("--methods", default="condbn,bnstats,fast,ddad,dafl,cgdd,proxy")
+    parser.add_argument("--methods", default="condbn,bnstats,fast,ddad,dafl,cgdd,dafl-zo,proxy")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.threads:

@@ -530,11 +530,14 @@ class Teacher:
 
     @property
     def access(self) -> set[str]:
-        """What distillation methods may use: "gradients" through the teacher to its input, and
-        besides its outputs, its penultimate "features" and "bn" statistics."""
-        if self.graph is None or self.output == "label":
+        """What distillation methods may use: its outputs, "scores" when they are more than a
+        label (logits or probabilities), "gradients" through the teacher to its input, and its
+        penultimate "features" and "bn" statistics."""
+        if self.output == "label":
             return {"outputs"}
-        return {"outputs", "gradients"} | ({"features"} if self.feature_node is not None else set()) | (
+        if self.graph is None:
+            return {"outputs", "scores"}
+        return {"outputs", "scores", "gradients"} | ({"features"} if self.feature_node is not None else set()) | (
             {"bn"} if self.bn_nodes else set())
 
     def __call__(self, x):

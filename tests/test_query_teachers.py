@@ -48,13 +48,13 @@ def test_default_onnx_export_is_differentiable_and_queryable(default_onnx, share
     logits[:, 3].sum().backward()
     assert x.grad.abs().sum() > 0  # gradients reach the input
     queried = load_teacher(default_onnx, backend="runtime")
-    assert queried.backend == "onnxruntime" and queried.access == {"outputs"}
+    assert queried.backend == "onnxruntime" and queried.access == {"outputs", "scores"}
     assert np.allclose(queried(digits).numpy(), reference, atol=1e-5)
     assert queried.queries == 4 + 256  # the loader's probe batch, then these
 
 
 def test_onnx_teacher_distils_both_ways(default_onnx, tmp_path):
-    for backend, method in (("auto", "dafl"), ("runtime", "proxy")):  # the export folds BatchNorm away
+    for backend, method in (("auto", "dafl"), ("runtime", "dafl-zo")):  # the export folds BatchNorm away
         out = tmp_path / backend
         result = edgekd("distill", default_onnx, "--teacher-backend", backend, "--iterations", 3, "--out", out, *TINY)
         assert result.returncode == 0, result.stderr
@@ -70,7 +70,7 @@ def test_tflite_teacher_float_and_int8(shared, name, tmp_path):
     raw = ["--mean", "0,0,0", "--std", ",".join([str(1 / 255)] * 3)]  # inputs of 0..255
     info = json.loads(edgekd("teacher", "info", path, "--json").stdout)
     assert info["access"] == "queries only" and info["backend"] == "litert"
-    assert info["input_shape"] == [3, 32, 32] and info["num_classes"] == 10 and info["auto_method"] == "proxy"
+    assert info["input_shape"] == [3, 32, 32] and info["num_classes"] == 10 and info["auto_method"] == "dafl-zo"
     scored = edgekd("eval", path, "--data", shared / "datasets" / "cifar10", "--limit", 500, "--json", *raw)
     assert scored.returncode == 0, scored.stderr
     assert json.loads(scored.stdout)["top1"] > 80
@@ -78,7 +78,7 @@ def test_tflite_teacher_float_and_int8(shared, name, tmp_path):
     result = edgekd("distill", path, "--iterations", 4, "--out", out, *raw, *TINY)
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["method"] == "proxy" and summary["teacher_queries"] == 4 * 16 * 3  # image + its two differences
+    assert summary["method"] == "dafl-zo" and summary["teacher_queries"] == 4 * 16 * 3  # image + its two differences
 
 
 def queries_logged(path: Path) -> int:
@@ -88,7 +88,8 @@ def queries_logged(path: Path) -> int:
 def test_query_budget_holds_across_kill_9_and_resume(tmp_path):
     out, log, budget = tmp_path / "run", tmp_path / "queries.log", 6000
     env = {**CALLABLE_ENV, "QUERY_LOG": str(log)}
-    args = ["distill", "query_teacher:probabilities", "--max-queries", budget, "--iterations", 600,
+    # proxy keeps a pool, so its student goes on learning once the budget is spent.
+    args = ["distill", "query_teacher:probabilities", "--method", "proxy", "--max-queries", budget, "--iterations", 600,
             "--checkpoint-every", 5, "--out", out, *TINY]
     proc = subprocess.Popen([sys.executable, "-m", "edgekd.cli", *map(str, args)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -115,6 +116,19 @@ def test_query_budget_holds_across_kill_9_and_resume(tmp_path):
     assert budget - 2 * 16 < training <= budget
     config = (out / "config.yaml").read_text()
     assert "output: probabilities" in config and "format: callable" in config
+
+
+def test_streaming_method_spends_the_budget_and_stops(tmp_path):
+    """dafl-zo (what auto picks for a teacher that answers scores) has no pool: it stops when
+    the budget is spent, its last synthesis batch cut to what the budget pays for."""
+    out, budget = tmp_path / "run", 1000
+    result = edgekd("distill", "query_teacher:probabilities", "--max-queries", budget, "--iterations", 100,
+                    "--out", out, *TINY, env=CALLABLE_ENV)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "dafl-zo" and budget - 3 < summary["teacher_queries"] <= budget
+    # 20 iterations of 16 images (3 queries each), one of the 13 the last 40 queries pay for, then none.
+    assert summary["iterations"] == 21
 
 
 def test_label_only_callable_teacher(tmp_path, shared):

@@ -4,13 +4,13 @@ from ..registry import Registry
 
 METHODS = Registry("method")
 
-from . import bnstats, cgdd, condbn, dafl, ddad, fast, proxy  # noqa: E402,F401  (each registers itself)
+from . import bnstats, cgdd, condbn, dafl, dafl_zo, ddad, fast, proxy  # noqa: E402,F401  (each registers itself)
 
 # `--method auto` takes the first one the teacher's access allows. The order is what the
 # benchmarks measured (README, "Time to accuracy", benchmarks/time_to_accuracy.py): condbn leads
-# on teachers with BatchNorm, dafl on teachers without; proxy, the only one that needs no
-# gradients, on teachers that can only be run.
-AUTO_ORDER = ["condbn", "bnstats", "fast", "ddad", "dafl", "cgdd", "proxy"]
+# on teachers with BatchNorm, dafl on teachers without; on teachers that can only be run,
+# dafl-zo when they answer scores, and proxy, the only one that needs no more than labels.
+AUTO_ORDER = ["condbn", "bnstats", "fast", "ddad", "dafl", "cgdd", "dafl-zo", "proxy"]
 
 
 def usable_methods(access: set) -> list[str]:
@@ -24,7 +24,8 @@ def resolve_method(name: str, access: set) -> str:
     missing = cls.needs - access
     if missing:
         what = {"bn": "BatchNorm layers", "features": "a final linear layer",
-                "gradients": "gradients (a differentiable graph)"}
+                "gradients": "gradients (a differentiable graph)",
+                "scores": "scores (logits or probabilities, not labels)"}
         raise EdgekdError(
             f"method '{name}' needs {' and '.join(what[m] for m in sorted(missing))} in the teacher, "
             f"which this teacher does not expose; usable here: {', '.join(usable_methods(access))}")

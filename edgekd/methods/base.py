@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..generators import OUTPUTS, Generator
+from ..teacher import QueryBudgetSpent
 
 # Settings every method understands; each method's `defaults` override some of them.
 COMMON_DEFAULTS = {
@@ -113,6 +114,38 @@ def bn_statistics_loss(batch_stats, bn_stats, first_weight: float = 1.0):
     return loss / max(len(batch_stats), 1)
 
 
+def cross_entropy_per_image(logits, labels):
+    """Cross-entropy of each image's logits (..., images, classes) towards labels (images,)."""
+    picked = labels.expand(logits.shape[:-1]).unsqueeze(-1)
+    return -F.log_softmax(logits, -1).gather(-1, picked).squeeze(-1)
+
+
+def forward_difference_gradient(teacher, x, answers, objective, sigma: float, prior=None):
+    """DFME's estimate (Truong et al. 2021) of the gradient of objective(teacher(x)) with respect
+    to each image of x, from forward differences at distance `sigma` (per pixel of a random
+    direction): exact along `prior` when given, one random sample of the rest. `objective` maps
+    logits (..., images, classes) to one loss per image (..., images); `answers` are the
+    teacher's logits on x. Costs one query per image and direction.
+
+    The prior is the student's input gradient of the same objective: once the student imitates
+    the teacher, the teacher's gradient mostly lies along it (the transfer prior of Cheng et
+    al.'s P-RGF, 2019); the random direction, orthogonal to it, covers the rest."""
+    pixels = x[0].numel()
+    directions, weights = [torch.randn(len(x), pixels, device=x.device)], [1.0]
+    if prior is not None:
+        prior = F.normalize(prior.flatten(1), dim=1)
+        directions[0] -= (directions[0] * prior).sum(1, keepdim=True) * prior
+        # As long as a random direction (sqrt(pixels)), so that sigma is one step size; its
+        # slope times itself over its squared length is the gradient's component along it.
+        directions.insert(0, prior * pixels ** 0.5)
+        weights.insert(0, 1 / pixels)
+    with torch.no_grad():
+        d = torch.stack(directions)  # (directions, images, pixels)
+        moved = teacher((x.detach().flatten(1) + sigma * d).view(-1, *x.shape[1:])).view(len(d), len(x), -1)
+        slopes = (objective(moved) - objective(answers)) / sigma
+        return (slopes[..., None] * d * torch.tensor(weights, device=x.device).view(-1, 1, 1)).sum(0).view_as(x)
+
+
 def discrepancy(student_logits, teacher_logits):
     """Mean absolute difference of the two models' logits (DFAD's and DDAD's adversarial
     discrepancy): the generator maximises it, the student minimises it."""
@@ -185,6 +218,22 @@ class Method:
         for opt, scale in ((self.opt_g, generator), (self.opt_s, student)):
             for group, lr in zip(opt.param_groups, self.base_lrs[opt]):
                 group["lr"] = lr * scale
+
+    def queries_per_image(self) -> int:
+        """Teacher queries one synthesized image costs (its answer, plus any gradient estimate)."""
+        return 1
+
+    def images_paid_for(self) -> int:
+        """The synthesis batch, cut to the images the query budget left pays for. Fewer queries
+        than one image costs (a run killed between an image's queries can leave that) count as
+        spent."""
+        limit, batch = self.teacher.query_limit, self.s["batch_size"]
+        if limit is None:
+            return batch
+        images = (limit - self.teacher.queries) // self.queries_per_image()
+        if images < 1:
+            raise QueryBudgetSpent
+        return min(batch, images)
 
     def generate(self, iteration: int, n: int | None = None):
         """A batch from the generator whose turn it is (round robin over the ensemble)."""

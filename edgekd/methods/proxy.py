@@ -6,22 +6,17 @@ label) join the pool the student learns from: where the student was confidently 
 corrects it exactly there. Alone, that starts slowly: a fresh student agrees with nothing, and
 most early images are one class to the teacher. So the generator also descends the teacher's own
 cross-entropy towards the preset class, its input gradient estimated by forward differences
-(DFME's estimator) along two directions per image: the student's own input gradient, which is
-where the teacher's mostly lies once the student imitates it (the transfer prior of Cheng et
-al.'s P-RGF, 2019), and one random direction orthogonal to it for the rest; two extra queries
-per image (one, the random direction alone, for a teacher that only answers labels).
+(base.forward_difference_gradient) along the student's input gradient and one random direction;
+two extra queries per image (one, the random direction alone, for a teacher that only answers
+labels).
 
-Why this and not DFME alone (or MAZE): they estimate the gradient of every generator step from
-forward differences only, with (directions + 1) queries per image and millions of queries in
-all; a teacher query is a forward pass, the dearest thing on a CPU. Here the student carries most
-of the generator's signal for free and the estimate only steers it, so one image costs three
-queries, or two (README, "Query-only teachers")."""
+`auto` picks it for teachers that answer labels only; dafl-zo, whose objective measured better
+with scores (README, "Query-only teachers"), has nothing to take differences of there."""
 import torch
 import torch.nn.functional as F
 
-from ..teacher import QueryBudgetSpent
 from . import METHODS
-from .base import Method, Synthesis, negative_entropy_of_mean
+from .base import Method, Synthesis, cross_entropy_per_image, forward_difference_gradient, negative_entropy_of_mean
 
 
 @METHODS.register("proxy")
@@ -49,43 +44,30 @@ class StudentProxy(Method):
                  "estimator); the pool, cached answers, SGD with cosine decay for the student")
 
     def generator_step(self, iteration, student_training):
-        x, labels = self.generate(iteration, self.queries_left())
+        x, labels = self.generate(iteration, self.images_paid_for())
         logits = self.student(x)
         losses = {"label": F.cross_entropy(logits, labels), "entropy": negative_entropy_of_mean(logits)}
         loss = losses["label"] + self.s["w_entropy"] * losses["entropy"]
         with torch.no_grad():
             answers = self.teacher(x)
-        if self.s["w_teacher"]:
-            losses["teacher"] = self.teacher_gradient_term(x, answers, labels)
-            loss = loss + self.s["w_teacher"] * losses["teacher"]
-        losses["generator"] = self.update_generators(loss)
-        return Synthesis(x.detach(), answers, labels, losses)
+        if not self.s["w_teacher"]:
+            losses["generator"] = self.update_generators(loss)
+            return Synthesis(x.detach(), answers, labels, losses)
 
-    def teacher_gradient_term(self, x, answers, labels):
-        """A loss whose gradient with respect to x is the forward-difference estimate of the
-        gradient of the teacher's cross-entropy towards `labels`: exact along the student's
-        input gradient, one random sample of the rest."""
-        sigma, pixels = self.s["zo_sigma"], x[0].numel()
-        directions, weights = [torch.randn(len(x), pixels, device=x.device)], [1.0]
+        # Bounded, so that a label-only teacher's cross-entropy (0 or about LABEL_LOGIT) cannot
+        # swamp the generator's other terms.
+        def towards_labels(z):
+            return cross_entropy_per_image(z, labels).clamp(max=10.0)
+        prior = None
         if self.follows_student():
             probe = x.detach().requires_grad_(True)
-            student_grad, = torch.autograd.grad(F.cross_entropy(self.student(probe), labels, reduction="sum"), probe)
-            prior = F.normalize(student_grad.flatten(1), dim=1)
-            directions[0] -= (directions[0] * prior).sum(1, keepdim=True) * prior
-            # As long as a random direction (sqrt(pixels)), so that sigma is one step size; its
-            # slope times itself over its squared length is the gradient's component along it.
-            directions.insert(0, prior * pixels ** 0.5)
-            weights.insert(0, 1 / pixels)
-        with torch.no_grad():
-            d = torch.stack(directions)  # (directions, images, pixels)
-            # Bounded, so that a label-only teacher's cross-entropy (0 or about LABEL_LOGIT)
-            # cannot swamp the generator's other terms.
-            base = F.cross_entropy(answers, labels, reduction="none").clamp(max=10.0)
-            moved = F.cross_entropy(self.teacher((x.detach().flatten(1) + sigma * d).view(-1, *x.shape[1:])),
-                                    labels.repeat(len(d)), reduction="none").clamp(max=10.0)
-            slopes = (moved.view(len(d), -1) - base) / sigma
-            grad = (slopes[..., None] * d * torch.tensor(weights, device=x.device).view(-1, 1, 1)).sum(0)
-        return (grad.view_as(x) * x).sum() / len(x)
+            prior, = torch.autograd.grad(towards_labels(self.student(probe)).sum(), probe)
+        grad = forward_difference_gradient(self.teacher, x, answers, towards_labels, self.s["zo_sigma"], prior)
+        # (grad * x) has grad as its gradient with respect to x; logged is the teacher's own term.
+        self.update_generators(loss + self.s["w_teacher"] * (grad * x).sum() / len(x))
+        losses["teacher"] = towards_labels(answers).mean()
+        losses["generator"] = loss.detach() + self.s["w_teacher"] * losses["teacher"]
+        return Synthesis(x.detach(), answers, labels, losses)
 
     def follows_student(self) -> bool:
         """Whether the estimate also looks along the student's gradient. Not for a teacher that
@@ -93,15 +75,5 @@ class StudentProxy(Method):
         pool of the embedded LeNet-5's labels fell onto one class within 15 seconds (seed 0)."""
         return self.teacher.output != "label"
 
-    def queries_left(self) -> int:
-        """The batch, cut to the images the queries left pay for. Fewer queries than one image
-        costs (a run killed between an image's queries can leave that) count as spent."""
-        limit, batch = self.teacher.query_limit, self.s["batch_size"]
-        if limit is None:
-            return batch
-        per_image = 1 + (1 + self.follows_student() if self.s["w_teacher"] else 0)
-        images = (limit - self.teacher.queries) // per_image
-        if images < 1:
-            raise QueryBudgetSpent
-        return min(batch, images)
-
+    def queries_per_image(self) -> int:
+        return 1 + (1 + self.follows_student() if self.s["w_teacher"] else 0)

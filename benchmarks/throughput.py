@@ -21,8 +21,8 @@ its own training clock: two runs of the same seed, WARMUP_ITERATIONS and WARMUP_
 --iterations long, and the difference of their times, so that the first iterations are left
 out as the hand-written loop's warm-up calls are. Each method's pair of runs alternates with the
 hand-written loop (ROUNDS rounds, medians). Images per second count the synthesized and the
-student's images. The hand-written loops exist for condbn (pool) and dafl (streaming), the two
-methods `auto` picks on teachers with gradients; the other methods show edgekd's figure alone.
+student's images. The hand-written loops exist for condbn (pool), dafl, bnstats, ddad and dafl-zo
+(streaming); fast, cgdd and proxy show edgekd's figure alone.
 Writes benchmarks/results/throughput_<case>_<device>_<precision>.json.
 """
 import argparse
@@ -47,7 +47,10 @@ from edgekd.distillation import PRECISIONS, Budget, distill, new_config, pick_de
 from edgekd.fileio import write_json
 from edgekd.generators import Generator
 from edgekd.methods import METHODS
-from edgekd.methods.base import batch_statistics, bn_statistics_loss, kd_loss, negative_entropy_of_mean
+from edgekd.methods.base import (batch_statistics, bn_statistics_loss, discrepancy, forward_difference_gradient,
+                                 kd_loss, negative_entropy_of_mean)
+from edgekd.methods.bnstats import gaussian_kl_loss
+from edgekd.methods.dafl_zo import DAFLQueries
 from edgekd.pool import augment
 from edgekd.students import create_student
 from edgekd.teacher import TeacherOutput, load_teacher, save_export
@@ -85,19 +88,22 @@ def timed(step, device, seconds: float, images: int) -> float:
 
 
 class HandWritten:
-    """The same math as edgekd's condbn and dafl iterations, in plain PyTorch: the teacher's
-    BatchNorm inputs and penultimate features taken by forward hooks, the pool a uint8 tensor,
-    no run directory."""
+    """The same math as edgekd's iterations of condbn, dafl, bnstats, ddad and dafl-zo, in plain
+    PyTorch: the teacher's BatchNorm inputs and penultimate features taken by forward hooks, the
+    pool a uint8 tensor, no run directory."""
 
     def __init__(self, teacher, student_arch, shape, device, method, compile_=False):
         s = self.s = resolve_settings(method, {}, {"synthesis_only": 0.0, "synthesis_until": 1.0})
         self.teacher, self.device = teacher, device
         self.student = create_student(student_arch, shape[0], 10, shape[1:]).to(device)
-        self.gen = Generator(s["latent_dim"], shape, s["generator_width"],
-                             10 if METHODS.get(method).conditional else 0).to(device)
+        self.gens = [Generator(s["latent_dim"], shape, s["generator_width"],
+                               10 if METHODS.get(method).conditional else 0).to(device) for _ in range(s["num_generators"])]
+        self.gen, self.turn = self.gens[0], 0  # the generator whose turn it is (round robin, as edgekd's)
         if compile_:
-            self.student.compile(), self.gen.compile()
-        self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=s["lr_generator"], betas=(0.5, 0.999))
+            for model in (self.student, *self.gens):
+                model.compile()
+        self.opt_g = torch.optim.Adam([p for g in self.gens for p in g.parameters()], lr=s["lr_generator"],
+                                      betas=(0.5, 0.999))
         if s["student_optimizer"] == "sgd":
             self.opt_s = torch.optim.SGD(self.student.parameters(), lr=s["lr_student"], momentum=0.9,
                                          weight_decay=s["weight_decay"], nesterov=True)
@@ -120,8 +126,9 @@ class HandWritten:
         self.bn_inputs.clear(), self.features.clear()
         return self.teacher(x)
 
-    def student_step(self, x, logits):
-        loss = kd_loss(self.student(x), logits, self.s["temperature"])
+    def student_step(self, x, logits, loss_of=None):
+        out = self.student(x)
+        loss = loss_of(out, logits) if loss_of else kd_loss(out, logits, self.s["temperature"])
         self.opt_s.zero_grad(set_to_none=True)
         loss.backward()
         if self.s["clip_grad_norm"]:
@@ -152,22 +159,64 @@ class HandWritten:
             x = augment(self.pool[idx].to(self.device).float().div_(255), self.s["augment_crop"], True)
             self.student_step(x, self.pool_logits[idx].to(self.device))
 
-    def dafl_iteration(self):
-        s = self.s
-        x = self.gen(torch.randn(s["batch_size"], self.gen.latent_dim, device=self.device))
-        logits = self.teach(x)
-        loss = (s["w_onehot"] * F.cross_entropy(logits, logits.argmax(1))
-                + s["w_entropy"] * negative_entropy_of_mean(logits)
-                - s["w_activation"] * self.features[-1].flatten(1).abs().mean())
+    def generator_update(self, loss):
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
-        for step in range(s["student_steps"]):
+
+    def sample(self):
+        return self.gen(torch.randn(self.s["batch_size"], self.gen.latent_dim, device=self.device))
+
+    def streaming_student_steps(self, x, logits, loss_of=None):
+        """The student's steps of a streaming method: the synthesized batch, then fresh ones."""
+        for step in range(self.s["student_steps"]):
             if step:
                 with torch.no_grad():
-                    x = self.gen(torch.randn(s["batch_size"], self.gen.latent_dim, device=self.device))
+                    x = self.sample()
                     logits = self.teach(x)
-            self.student_step(x.detach(), logits.detach())
+            self.student_step(x.detach(), logits.detach(), loss_of)
+        self.turn += 1
+        self.gen = self.gens[self.turn % len(self.gens)]
+
+    def dafl_iteration(self):
+        s = self.s
+        x = self.sample()
+        logits = self.teach(x)
+        self.generator_update(s["w_onehot"] * F.cross_entropy(logits, logits.argmax(1))
+                              + s["w_entropy"] * negative_entropy_of_mean(logits)
+                              - s["w_activation"] * self.features[-1].flatten(1).abs().mean())
+        self.streaming_student_steps(x, logits)
+
+    def bnstats_iteration(self):
+        s = self.s
+        x = self.sample()
+        logits = self.teach(x)
+        stats = [(m.running_mean, m.running_var) for m in self.bns]
+        self.generator_update(s["w_bn"] * gaussian_kl_loss(batch_statistics(self.bn_inputs), stats)
+                              + s["w_onehot"] * F.cross_entropy(logits, logits.argmax(1))
+                              + s["w_entropy"] * negative_entropy_of_mean(logits))
+        self.streaming_student_steps(x, logits)
+
+    def ddad_iteration(self):
+        s = self.s
+        x = self.sample()
+        logits = self.teach(x)
+        stats = [(m.running_mean, m.running_var) for m in self.bns]
+        self.generator_update(s["w_bn"] * bn_statistics_loss(batch_statistics(self.bn_inputs), stats, s["w_first_bn"])
+                              - s["w_adv"] * discrepancy(self.student(x), logits))
+        self.streaming_student_steps(x, logits, discrepancy)
+
+    def dafl_zo_iteration(self):
+        """The teacher only queried (no_grad): its gradient by forward differences."""
+        x = self.sample()
+        with torch.no_grad():
+            answers = self.teach(x)
+        objective = DAFLQueries.objective_per_image(self, answers)  # it reads only self.s
+        probe = x.detach().requires_grad_(True)
+        prior, = torch.autograd.grad(objective(self.student(probe)).sum(), probe)
+        grad = forward_difference_gradient(self.teach, x, answers, objective, self.s["zo_sigma"], prior)
+        self.generator_update((grad * x).sum() / len(x))
+        self.streaming_student_steps(x, answers)
 
 
 def iteration_images(settings) -> int:
@@ -199,7 +248,7 @@ def edgekd_iterations(teacher_path, case, method, device_name, precision, compil
 def hand_iterations(module, case, method, device, seconds, autocast, compile_) -> float:
     loop = HandWritten(module, CASES[case][1], CASES[case][2], device, method, compile_)
     with torch.autocast(**autocast):
-        speed = timed(getattr(loop, f"{method}_iteration"), device, seconds, iteration_images(loop.s))
+        speed = timed(getattr(loop, f"{method.replace('-', '_')}_iteration"), device, seconds, iteration_images(loop.s))
     loop.close()
     return speed
 
@@ -276,7 +325,7 @@ def main():
         for _ in range(ROUNDS):
             speeds["edgekd"].append(edgekd_iterations(folder / "teacher.pt2", args.case, name, str(device), precision,
                                                       args.compile, args.iterations, folder))
-            if name in ("condbn", "dafl"):
+            if hasattr(HandWritten, f"{name.replace('-', '_')}_iteration"):
                 speeds["hand_written"].append(hand_iterations(module, args.case, name, device, args.seconds / ROUNDS,
                                                               autocast, args.compile))
         row = {"what": f"iteration: {name}", **{k: statistics.median(v) if v else None for k, v in speeds.items()}}

@@ -50,7 +50,7 @@ from edgekd.methods import METHODS
 from edgekd.methods.base import (batch_statistics, bn_statistics_loss, discrepancy, forward_difference_gradient,
                                  kd_loss, negative_entropy_of_mean)
 from edgekd.methods.bnstats import gaussian_kl_loss
-from edgekd.methods.dafl_zo import DAFLQueries
+from edgekd.methods.dafl_zo import objective_per_image
 from edgekd.pool import augment
 from edgekd.students import create_student
 from edgekd.teacher import TeacherOutput, load_teacher, save_export
@@ -96,8 +96,9 @@ class HandWritten:
         s = self.s = resolve_settings(method, {}, {"synthesis_only": 0.0, "synthesis_until": 1.0})
         self.teacher, self.device = teacher, device
         self.student = create_student(student_arch, shape[0], 10, shape[1:]).to(device)
-        self.gens = [Generator(s["latent_dim"], shape, s["generator_width"],
-                               10 if METHODS.get(method).conditional else 0).to(device) for _ in range(s["num_generators"])]
+        classes = 10 if METHODS.get(method).conditional else 0
+        self.gens = [Generator(s["latent_dim"], shape, s["generator_width"], classes).to(device)
+                     for _ in range(s["num_generators"])]
         self.gen, self.turn = self.gens[0], 0  # the generator whose turn it is (round robin, as edgekd's)
         if compile_:
             for model in (self.student, *self.gens):
@@ -110,6 +111,7 @@ class HandWritten:
         else:
             self.opt_s = torch.optim.Adam(self.student.parameters(), lr=s["lr_student"], weight_decay=s["weight_decay"])
         self.bns = [m for m in teacher.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        self.bn_running = [(m.running_mean, m.running_var) for m in self.bns]
         last_linear = [m for m in teacher.modules() if isinstance(m, torch.nn.Linear)][-1]
         self.bn_inputs, self.features = [], []
         self.hooks = [m.register_forward_hook(lambda mod, inputs, out: self.bn_inputs.append(inputs[0]))
@@ -141,8 +143,7 @@ class HandWritten:
         y = torch.randint(0, 10, (s["batch_size"],), device=self.device)
         view = augment(self.gen(z, y), s["augment_crop"], True)
         logits = self.teach(view)
-        stats = [(m.running_mean, m.running_var) for m in self.bns]
-        loss = s["w_bn"] * bn_statistics_loss(batch_statistics(self.bn_inputs), stats, s["w_first_bn"]) + \
+        loss = s["w_bn"] * bn_statistics_loss(batch_statistics(self.bn_inputs), self.bn_running, s["w_first_bn"]) + \
             s["w_label"] * F.cross_entropy(logits, y)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
@@ -191,8 +192,7 @@ class HandWritten:
         s = self.s
         x = self.sample()
         logits = self.teach(x)
-        stats = [(m.running_mean, m.running_var) for m in self.bns]
-        self.generator_update(s["w_bn"] * gaussian_kl_loss(batch_statistics(self.bn_inputs), stats)
+        self.generator_update(s["w_bn"] * gaussian_kl_loss(batch_statistics(self.bn_inputs), self.bn_running)
                               + s["w_onehot"] * F.cross_entropy(logits, logits.argmax(1))
                               + s["w_entropy"] * negative_entropy_of_mean(logits))
         self.streaming_student_steps(x, logits)
@@ -201,9 +201,8 @@ class HandWritten:
         s = self.s
         x = self.sample()
         logits = self.teach(x)
-        stats = [(m.running_mean, m.running_var) for m in self.bns]
-        self.generator_update(s["w_bn"] * bn_statistics_loss(batch_statistics(self.bn_inputs), stats, s["w_first_bn"])
-                              - s["w_adv"] * discrepancy(self.student(x), logits))
+        bn = bn_statistics_loss(batch_statistics(self.bn_inputs), self.bn_running, s["w_first_bn"])
+        self.generator_update(s["w_bn"] * bn - s["w_adv"] * discrepancy(self.student(x), logits))
         self.streaming_student_steps(x, logits, discrepancy)
 
     def dafl_zo_iteration(self):
@@ -211,7 +210,7 @@ class HandWritten:
         x = self.sample()
         with torch.no_grad():
             answers = self.teach(x)
-        objective = DAFLQueries.objective_per_image(self, answers)  # it reads only self.s
+        objective = objective_per_image(answers, self.s)
         probe = x.detach().requires_grad_(True)
         prior, = torch.autograd.grad(objective(self.student(probe)).sum(), probe)
         grad = forward_difference_gradient(self.teach, x, answers, objective, self.s["zo_sigma"], prior)

@@ -20,6 +20,22 @@ from . import METHODS
 from .base import Method, Synthesis, cross_entropy_per_image, forward_difference_gradient, negative_entropy_of_mean
 
 
+def objective_per_image(answers, s: dict):
+    """DAFL's generator loss as a mean over images, its batch terms held at the batch's answers:
+    the one-hot term towards each image's class, the entropy of the mean class distribution
+    linearised (its gradient per image), the activation on centred logits; weights from the
+    settings `s`."""
+    classes = answers.argmax(1)
+    entropy_slope = torch.log10(F.softmax(answers, 1).mean(0) + 1e-12) + 1 / math.log(10)
+
+    def objective(logits):
+        centred = logits - logits.mean(-1, keepdim=True)
+        return (s["w_onehot"] * cross_entropy_per_image(logits, classes)
+                + s["w_entropy"] * (F.softmax(logits, -1) * entropy_slope).sum(-1)
+                - s["w_activation"] * centred.abs().mean(-1))
+    return objective
+
+
 @METHODS.register("dafl-zo")
 class DAFLQueries(Method):
     needs = {"scores"}
@@ -36,7 +52,7 @@ class DAFLQueries(Method):
         s = self.s
         losses = {"onehot": F.cross_entropy(answers, answers.argmax(1)), "entropy": negative_entropy_of_mean(answers),
                   "activation": -(answers - answers.mean(1, keepdim=True)).abs().mean()}
-        objective = self.objective_per_image(answers)
+        objective = objective_per_image(answers, s)
         probe = x.detach().requires_grad_(True)
         prior, = torch.autograd.grad(objective(self.student(probe)).sum(), probe)
         grad = forward_difference_gradient(self.teacher, x, answers, objective, s["zo_sigma"], prior)
@@ -45,20 +61,6 @@ class DAFLQueries(Method):
         losses["generator"] = (s["w_onehot"] * losses["onehot"] + s["w_entropy"] * losses["entropy"]
                                + s["w_activation"] * losses["activation"])
         return Synthesis(x.detach(), answers, None, losses)
-
-    def objective_per_image(self, answers):
-        """DAFL's generator loss as a mean over images, its batch terms held at the batch's
-        answers: the one-hot term towards each image's class, the entropy of the mean class
-        distribution linearised (its gradient per image), the activation on centred logits."""
-        s, classes = self.s, answers.argmax(1)
-        entropy_slope = torch.log10(F.softmax(answers, 1).mean(0) + 1e-12) + 1 / math.log(10)
-
-        def objective(logits):
-            centred = logits - logits.mean(-1, keepdim=True)
-            return (s["w_onehot"] * cross_entropy_per_image(logits, classes)
-                    + s["w_entropy"] * (F.softmax(logits, -1) * entropy_slope).sum(-1)
-                    - s["w_activation"] * centred.abs().mean(-1))
-        return objective
 
     def queries_per_image(self) -> int:
         return 3  # the image, and its two forward differences

@@ -530,14 +530,12 @@ class Teacher:
 
     @property
     def access(self) -> set[str]:
-        """What distillation methods may use: its outputs, "scores" when they are more than a
-        label (logits or probabilities), "gradients" through the teacher to its input, and its
-        penultimate "features" and "bn" statistics."""
-        if self.output == "label":
+        """What distillation methods may use: its outputs, and, from a graph that answers more
+        than a label, "gradients" through the teacher to its input, its penultimate "features"
+        and "bn" statistics."""
+        if self.output == "label" or self.graph is None:
             return {"outputs"}
-        if self.graph is None:
-            return {"outputs", "scores"}
-        return {"outputs", "scores", "gradients"} | ({"features"} if self.feature_node is not None else set()) | (
+        return {"outputs", "gradients"} | ({"features"} if self.feature_node is not None else set()) | (
             {"bn"} if self.bn_nodes else set())
 
     def __call__(self, x):

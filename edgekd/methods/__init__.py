@@ -8,8 +8,9 @@ from . import bnstats, cgdd, condbn, dafl, dafl_zo, ddad, fast, proxy  # noqa: E
 
 # `--method auto` takes the first one the teacher's access allows. The order is what the
 # benchmarks measured (README, "Time to accuracy", benchmarks/time_to_accuracy.py): condbn leads
-# on teachers with BatchNorm, dafl on teachers without; on teachers that can only be run,
-# dafl-zo when they answer scores, and proxy, the only one that needs no more than labels.
+# on teachers with BatchNorm, dafl on teachers without, dafl-zo on teachers that can only be run
+# or answer labels only; proxy, the other method for those, measured below it (README, "Query-only
+# teachers"), is there by name.
 AUTO_ORDER = ["condbn", "bnstats", "fast", "ddad", "dafl", "cgdd", "dafl-zo", "proxy"]
 
 
@@ -24,8 +25,7 @@ def resolve_method(name: str, access: set) -> str:
     missing = cls.needs - access
     if missing:
         what = {"bn": "BatchNorm layers", "features": "a final linear layer",
-                "gradients": "gradients (a differentiable graph)",
-                "scores": "scores (logits or probabilities, not labels)"}
+                "gradients": "gradients (a differentiable graph answering more than labels)"}
         raise EdgekdError(
             f"method '{name}' needs {' and '.join(what[m] for m in sorted(missing))} in the teacher, "
             f"which this teacher does not expose; usable here: {', '.join(usable_methods(access))}")

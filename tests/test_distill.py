@@ -418,7 +418,7 @@ def _bad_inputs(tmp_path, unseen, mnist):
         (["distill", "nosuchmodule:predict", "--input-shape", "1,28,28"], "cannot import the teacher callable"),
         (["distill", unseen["pt2"], "--teacher-backend", "runtime"], "--teacher-backend runtime runs ONNX"),
         (["distill", unseen["onnx"], "--teacher-backend", "runtime", "--method", "dafl"],
-         "gradients (a differentiable graph)"),
+         "gradients (a differentiable graph answering more than labels)"),
         (["distill", truncated], "truncated"),
         (["distill", garbage], "not a valid ONNX"),
         (["distill", pickled], "--trust-pickle"),

@@ -76,9 +76,9 @@ class DAFLQueries(Method):
 
     def votes(self, images: int, shape):
         """Scores for a teacher that answers labels: the log-share of votes per class among
-        s["votes"] noisy copies of each image, one noise draw per image and copy for every call
-        (an image and its forward differences see the same noise). A class no copy voted for
-        keeps a finite score."""
+        s["votes"] noisy copies of each image. The noise is drawn once, per image and copy, and
+        every call of the returned function adds the same to its image: an image and its forward
+        differences see the same noise. A class no copy voted for keeps a finite score."""
         copies = self.s["votes"]
         noise = self.s["vote_sigma"] * torch.randn(copies, 1, images, *shape, device=self.device)
 

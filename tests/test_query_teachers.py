@@ -53,6 +53,38 @@ def test_default_onnx_export_is_differentiable_and_queryable(default_onnx, share
     assert queried.queries == 4 + 256  # the loader's probe batch, then these
 
 
+class BatchMean(torch.nn.Module):
+    """Adds the batch's mean answer to each answer: exported for batch 1, a copy relabelled for
+    any batch runs but answers otherwise."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        y = self.linear(x.flatten(1))
+        return y + y.mean(0, keepdim=True)
+
+
+def test_onnx_fixed_batch_runs_batched_when_the_answers_agree(default_onnx, tmp_path):
+    from edgekd.exporter.onnx_format import Runner
+
+    def one_at_a_time(path, x):
+        session = ort.InferenceSession(str(path))
+        return np.concatenate([session.run(None, {session.get_inputs()[0].name: xi[None]})[0] for xi in x])
+
+    digits = np.random.default_rng(1).random((5, 1, 28, 28), dtype=np.float32)
+    runner = Runner(default_onnx)
+    assert runner.chunk == 256 and runner.session.get_inputs()[0].shape[0] == "batch"
+    assert np.allclose(runner(digits), one_at_a_time(default_onnx, digits), atol=1e-5)
+    batch_mean = tmp_path / "batch_mean.onnx"
+    torch.onnx.export(BatchMean().eval(), (torch.zeros(1, 1, 4, 4),), str(batch_mean))
+    x = np.random.default_rng(2).random((5, 1, 4, 4), dtype=np.float32)
+    runner = Runner(batch_mean)
+    assert runner.chunk == 1  # the relabelled copy was tried and refused
+    assert np.allclose(runner(x), one_at_a_time(batch_mean, x), atol=1e-5)
+
+
 def test_onnx_teacher_distils_both_ways(default_onnx, tmp_path):
     for backend, method in (("auto", "dafl"), ("runtime", "dafl-zo")):  # the export folds BatchNorm away
         out = tmp_path / backend

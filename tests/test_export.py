@@ -120,6 +120,16 @@ def test_run_directory_generator_calibration_and_eval_data(shared, tmp_path):
     assert int8["path"].endswith("student.int8.tflite") and int8["top1"] is not None
     assert int8["metadata"]["source_run"] == str(run.resolve()) and "generator" in int8["metadata"]["calibration"]
     assert int8["agreement"] >= 90  # agreement with the float student on the MNIST test set
+    # litert-torch writes batch 1 and LeNet-5's flatten as a reshape to (1, 400): the files run
+    # batched all the same, through a copy relabelled for any batch, with the answers of one
+    # image at a time.
+    x = np.random.default_rng(0).random((5, 1, 28, 28), dtype=np.float32)
+    for name in ("student.fp32.tflite", "student.int8.tflite"):
+        assert tflite_format.any_batch((run / "export" / name).read_bytes(), 1) is not None
+        runner = tflite_format.Runner(run / "export" / name)
+        batched = runner(x)
+        assert not runner.fixed_batch and runner.batch == 5
+        assert np.array_equal(batched, np.concatenate([runner(xi[None]) for xi in x]))
     # an existing output directory is refused, one line, exit 2
     r = _cli("export", run, "--tflite", "--no-progress")
     assert r.returncode == 2 and r.stderr.startswith("error: output directory") and "--force" in r.stderr

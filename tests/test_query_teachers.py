@@ -85,6 +85,20 @@ def test_onnx_fixed_batch_runs_batched_when_the_answers_agree(default_onnx, tmp_
     assert np.allclose(runner(x), one_at_a_time(batch_mean, x), atol=1e-5)
 
 
+def test_tflite_fixed_batch_copy_is_refused_when_the_answers_differ(tmp_path):
+    """The positive case, litert-torch's files run batched, is in test_export."""
+    from edgekd.exporter import tflite_format
+
+    path = tmp_path / "batch_mean.tflite"
+    tflite_format.export_float(BatchMean().eval(), torch.zeros(1, 1, 4, 4), path, {})
+    assert tflite_format.any_batch(path.read_bytes(), 1) is not None  # a reshape to (1, 16) to relabel
+    x = np.random.default_rng(2).random((5, 1, 4, 4), dtype=np.float32)
+    runner = tflite_format.Runner(path)
+    answers = runner(x)
+    assert runner.fixed_batch  # the relabelled copy was tried and refused
+    assert np.allclose(answers, np.concatenate([tflite_format.Runner(path)(xi[None]) for xi in x]), atol=1e-6)
+
+
 def test_onnx_teacher_distils_both_ways(default_onnx, tmp_path):
     for backend, method in (("auto", "dafl"), ("runtime", "dafl-zo")):  # the export folds BatchNorm away
         out = tmp_path / backend

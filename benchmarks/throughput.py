@@ -1,6 +1,7 @@
 """Throughput: images per second of each stage of distillation and of one whole iteration of
 every method, through edgekd and through a minimal hand-written PyTorch loop doing the same math
-with the same models (the floor of overhead), on the current device and precision.
+with the same models in the same memory layout (channels_last, as edgekd runs them) (the floor of
+overhead), on the current device and precision.
 
     python benchmarks/throughput.py [--case cifar10|mnist] [--device auto] [--precision auto]
                                     [--compile] [--threads N] [--seconds 5]
@@ -43,7 +44,8 @@ from rich.console import Console
 from rich.table import Table
 
 from edgekd.data import Dataset
-from edgekd.distillation import PRECISIONS, Budget, distill, new_config, pick_device, pick_precision, resolve_settings
+from edgekd.distillation import (MEMORY_FORMAT, PRECISIONS, Budget, distill, new_config, pick_device, pick_precision,
+                                 resolve_settings)
 from edgekd.fileio import write_json
 from edgekd.generators import Generator
 from edgekd.methods import METHODS
@@ -114,10 +116,10 @@ class HandWritten:
     def __init__(self, teacher, student_arch, shape, device, method, compile_=False):
         s = self.s = resolve_settings(method, {}, {"synthesis_only": 0.0, "synthesis_until": 1.0})
         self.teacher, self.device = teacher, device
-        self.student = create_student(student_arch, shape[0], 10, shape[1:]).to(device)
+        self.student = create_student(student_arch, shape[0], 10, shape[1:]).to(device, memory_format=MEMORY_FORMAT)
         classes = 10 if METHODS.get(method).conditional else 0
-        self.gens = [Generator(s["latent_dim"], shape, s["generator_width"], classes).to(device)
-                     for _ in range(s["num_generators"])]
+        self.gens = [Generator(s["latent_dim"], shape, s["generator_width"], classes).to(
+            device, memory_format=MEMORY_FORMAT) for _ in range(s["num_generators"])]
         self.gen, self.turn = self.gens[0], 0  # the generator whose turn it is (round robin, as edgekd's)
         if compile_:
             for model in (self.student, *self.gens):
@@ -406,13 +408,14 @@ def main():
     module = teacher_module(args.case)
     folder = Path(tempfile.mkdtemp(prefix="edgekd-throughput-"))
     save_export(module, shape, folder / "teacher.pt2")
-    teacher = load_teacher(folder / "teacher.pt2").to(device)
-    module = module.to(device)
+    teacher = load_teacher(folder / "teacher.pt2").to(device, MEMORY_FORMAT)
+    module = module.to(device, memory_format=MEMORY_FORMAT)
     for p in list(module.parameters()) + list(teacher.graph.parameters()):
         p.requires_grad_(False)
-    student = create_student(student_arch, shape[0], 10, shape[1:]).to(device)
+    student = create_student(student_arch, shape[0], 10, shape[1:]).to(device, memory_format=MEMORY_FORMAT)
     method = METHODS.get("condbn")(teacher, student, resolve_settings("condbn", {}, {}), device,
                                    fp16=precision == "fp16")
+    method.generators.to(memory_format=MEMORY_FORMAT)
     if args.compile:
         teacher.compiled = True
         for m in (module, student, *method.generators):

@@ -43,6 +43,11 @@ PROBE_SIZE, PROBE_STEPS = 256, 30
 # photos and 68 % of its probe set; the MNIST LeNet-5 keeps 40 % of test digits and 15 % of its
 # probe set (digits are not mirror-symmetric). Half sits between the two kinds of teacher.
 FLIP_AGREEMENT = 0.5
+# Teacher, student and generators run channels_last (NHWC) on every device: cuDNN's tensor-core
+# convolutions want it, and on this 2-core CPU (oneDNN, torch 2.14) a whole iteration ran 1.06 to
+# 1.34 times as fast on MNIST and 1.13 to 1.23 on CIFAR-10, every method (the generator's nearest
+# upsampling alone, 128 x 128 x 14 x 14, 200 ms in NCHW, 13 ms in NHWC).
+MEMORY_FORMAT = torch.channels_last
 
 
 @dataclass
@@ -257,13 +262,11 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
     if ranks.world > 1 and config.get("max_queries") is not None:
         raise EdgekdError("--max-queries counts the queries of one process; run it without torchrun")
     seed_everything(config["seed"] + ranks.rank)  # each rank its own generators and pool share
-    # channels_last lets cuDNN use its NHWC (tensor core) convolutions; CPU models keep their layout.
-    memory_format = torch.channels_last if device.type == "cuda" else torch.preserve_format
-    teacher.to(device, memory_format)
+    teacher.to(device, MEMORY_FORMAT)
     for p in teacher.graph.parameters() if teacher.graph is not None else []:
         p.requires_grad_(False)
     c, h, w = teacher.input_shape
-    student = create_student(config["student"], c, teacher.num_classes, (h, w)).to(device, memory_format=memory_format)
+    student = create_student(config["student"], c, teacher.num_classes, (h, w)).to(device, memory_format=MEMORY_FORMAT)
     trained = student
     if ranks.world > 1:  # gradients averaged over the ranks; rank 0's weights broadcast at the start
         from torch.nn.parallel import DistributedDataParallel
@@ -273,7 +276,7 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
     if precision == "fp16" and not method_class.loss_scaling:
         raise EdgekdError(f"--precision fp16: method {config['method']} has no loss scaling; use bf16 or fp32")
     method = method_class(teacher, trained, s, device, pre["mean"], pre["std"], fp16=precision == "fp16")
-    method.generators.to(memory_format=memory_format)
+    method.generators.to(memory_format=MEMORY_FORMAT)
     if config.get("compile"):
         teacher.compiled = True
         trained.compile()

@@ -553,7 +553,8 @@ class Teacher:
         when asked for. A query-only teacher gives its outputs alone, as logits."""
         self.count_queries(len(x))
         if self.graph is None:
-            out = torch.from_numpy(self.runner(x.detach().float().cpu().numpy())).to(x.device)
+            # A runtime or callable is given a plain NCHW array, whatever the tensor's layout.
+            out = torch.from_numpy(self.runner(x.detach().float().cpu().contiguous().numpy())).to(x.device)
             return TeacherOutput(self.as_logits(out), None, [], [])
         key = (bn, maps)
         if key not in self._graphs:

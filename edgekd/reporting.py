@@ -258,7 +258,7 @@ def tables(parts) -> list:
         rows = []
         for p in parts["probes"]:
             latency = latency_text(p["latency_ms"])
-            fits = "-" if "fits" not in p else "yes" if p["fits"] else "NO"
+            fits = "-" if p.get("fits") is None else "yes" if p["fits"] else "NO"
             device = p["device"] + (f" ({p['runtime']})" if p["source"] == "estimated" and p.get("runtime") else "")
             rows.append([Path(p["model"]).name, device, p["source"], latency, _fmt(p.get("top1")),
                          _kib(p.get("ram_bytes")), _kib(p.get("flash_bytes")), fits,

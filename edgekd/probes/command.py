@@ -166,9 +166,11 @@ def show(result: dict):
         arena = f" (arena {_size(result['arena_bytes'])}, {result['arena_source']})" if "arena_source" in result else ""
         summary.add_row("RAM", _size(result["ram_bytes"]) + budget + arena)
     if result.get("flash_bytes") is not None:
-        summary.add_row("flash", f"{_size(result['flash_bytes'])} of {_size(result['flash_budget_bytes'])}")
+        budget = f" of {_size(result['flash_budget_bytes'])}" if result.get("flash_budget_bytes") else ""
+        summary.add_row("flash", _size(result["flash_bytes"]) + budget)
     if "fits" in result:
-        summary.add_row("fits", "[green]yes[/green]" if result["fits"] else "[red]no[/red]")
+        summary.add_row("fits", "unknown (the profile gives no RAM or flash size)" if result["fits"] is None
+                        else "[green]yes[/green]" if result["fits"] else "[red]no[/red]")
     for op in result.get("unsupported_ops", []):
         summary.add_row("unsupported", escape(f"#{op['index']} {op['op']}: {op['reason']}"))
     for warning in result.get("int8_warnings", []):

@@ -232,7 +232,9 @@ def estimate(model_path, profile: dict, runtime_name: str | None = None) -> dict
     flash = model.size_bytes + rt["flash_bytes"]  # TFLM reads the flatbuffer in place from flash
     by_runtime = {name: round(sum(op_cycles(model, op, m["costs"]) for op in model.ops) / clock * 1e3, 2)
                   for name, m in models.items()}
-    fits = not unsupported and ram <= profile["ram_bytes"] and flash <= profile["flash_bytes"]
+    budgets = (profile["ram_bytes"], profile["flash_bytes"])
+    # None: the board's memory is not published, so only an unsupported op settles the question.
+    fits = False if unsupported else None if None in budgets else ram <= budgets[0] and flash <= budgets[1]
     return {
         "device": profile["name"], "source": "estimated", "model": str(model.path),
         "runtime": runtime_name,

@@ -6,16 +6,20 @@ A model's cycles on one (core, runtime, version) are
   + cost per MAC of depthwise convolutions x their MACs
   + cost per MAC of pointwise convolutions and fully connected layers x their MACs
   + cost per output element (requantisation and stores, and all of an elementwise or pooling op) x outputs
-  + PER_OP_CYCLES x ops (interpreter dispatch; fixed, not fitted),
+  + cycles per op x ops (dispatch and per-layer set-up),
 
 and latency = cycles / the board's clock, so one fit serves any clock of the same core. The
 costs are fitted on that runtime's published latencies of the four MLPerf Tiny reference models
-(`published_latency.csv` in ../shared), by non-negative least squares on relative errors. Four
+(`published_latency.csv` in ../shared), by non-negative least squares on relative errors. The
+cycles per op are one value for every runtime, fitted on the whole table (`fit_per_op`): three
+or four networks per runtime cannot separate a per-op cost from the others, thirty runtimes
+can. Four
 networks do not pin down four costs that well (only the image classifier has many standard
 convolutions, only the autoencoder many fully connected MACs), so the three MAC costs are pulled
 towards one another (a ridge of weight RIDGE): a class the data says little about costs what the
 others do. `validate` measures how well this predicts a network left out of the fit
-(leave-one-model-out) and a board left out (leave-one-board-out, where a runtime has several).
+(leave-one-model-out) and a board left out (leave-one-board-out, where a runtime has several);
+what is left out is left out of the per-op fit too, in every runtime.
 """
 import csv
 import functools
@@ -30,7 +34,7 @@ from .tflite import op_macs, op_precision, read_tflite
 
 CLASSES = ("conv", "depthwise", "pointwise")
 FREE_OPS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}  # views: no work on a microcontroller
-PER_OP_CYCLES = 5000.0  # assumption; with 0 or 2,000 the cross-validated errors were larger
+PER_OP_GRID = range(0, 60_001, 1_000)  # the cycles per op fit_per_op chooses from
 RIDGE = 1.0
 # Every fitted row is an int8 model; float32 ops (no CMSIS-NN kernels, software or FPU floats)
 # are assumed to cost this many times their int8 MAC and output costs. Not fitted.
@@ -86,13 +90,14 @@ def cycles(costs: dict, feats: dict) -> float:
     return _work(costs, feats) + costs["per_op"] * feats.get("ops", 0)
 
 
-def fit(samples: list) -> dict:
-    """Costs from (features, cycles) pairs: non-negative least squares on relative error, the
-    three MAC costs pulled together (RIDGE, relative to the samples' mean cycles per MAC)."""
+def fit(samples: list, per_op: float) -> dict:
+    """Costs from (features, cycles) pairs, given the cycles per op: non-negative least squares on
+    relative error, the three MAC costs pulled together (RIDGE, relative to the samples' mean
+    cycles per MAC)."""
     from scipy.optimize import nnls
 
     a = np.array([_row(f) for f, _ in samples])
-    y = np.array([c - PER_OP_CYCLES * f.get("ops", 0) for f, c in samples])
+    y = np.array([c - per_op * f.get("ops", 0) for f, c in samples])
     weight = 1 / np.array([c for _, c in samples])
     per_mac = sum(c for _, c in samples) / a[:, :3].sum()
     pulls = []
@@ -103,7 +108,17 @@ def fit(samples: list) -> dict:
             pulls.append(pull)
     solution = nnls(np.vstack([a * weight[:, None], np.sqrt(RIDGE) * np.array(pulls)]),
                     np.concatenate([y * weight, np.zeros(len(pulls))]))[0]
-    return {**{c: round(float(v), 4) for c, v in zip((*CLASSES, "per_output"), solution)}, "per_op": PER_OP_CYCLES}
+    return {**{c: round(float(v), 4) for c, v in zip((*CLASSES, "per_output"), solution)}, "per_op": float(per_op)}
+
+
+def fit_per_op(runtimes: list) -> float:
+    """The cycles per op, one value for every runtime: the one of PER_OP_GRID whose per-runtime
+    fits leave the least squared relative error over all their samples (`runtimes`: one list of
+    (features, cycles) pairs per runtime)."""
+    def squared_error(per_op):
+        return sum((cycles(costs, f) / c - 1) ** 2 for samples in runtimes if samples
+                   for costs in [fit(samples, per_op)] for f, c in samples)
+    return float(min(PER_OP_GRID, key=squared_error))
 
 
 def runtime_key(row: dict) -> str:
@@ -138,28 +153,36 @@ def validate(csv_path, models_dir) -> dict:
     if absent:
         raise EdgekdError(f"the MLPerf Tiny models {', '.join(absent)} must sit beside {Path(csv_path).name}")
     feats = {name: features(read_tflite(Path(models_dir) / file)) for name, file in MLPERF_MODELS.items()}
+    # Runtimes published on too few networks to fit four costs, or to check them, are left out.
+    table = {key: rows for key, rows in sorted(published(csv_path).items()) if len({b for b, *_ in rows}) >= 3}
+
+    def fitted(keep) -> dict:
+        """Each runtime's costs fitted on its rows `keep` accepts, the cycles per op on all of them."""
+        samples = {key: [(feats[row[0]], row[4]) for row in rows if keep(row)] for key, rows in table.items()}
+        per_op = fit_per_op(list(samples.values()))
+        return {key: fit(s, per_op) for key, s in samples.items() if s}
+
+    def errors(costs: dict, rows) -> list:
+        return [round(100 * (cycles(costs, feats[b]) / c - 1), 1) for b, _, _, _, c in rows]
+
+    without_model = {held: fitted(lambda row, held=held: row[0] != held) for held in MLPERF_MODELS}
+    several_boards = {board for rows in table.values() if len({r[1] for r in rows}) > 1 for _, board, *_ in rows}
+    without_board = {held: fitted(lambda row, held=held: row[1] != held) for held in sorted(several_boards)}
+    full = fitted(lambda row: True)
     runtimes = {}
-    for key, rows in sorted(published(csv_path).items()):
-        if len({b for b, *_ in rows}) < 3:  # too few networks to fit four costs, or to check them
-            continue
-        samples = [(feats[b], c) for b, _, _, _, c in rows]
-        lomo = {}
-        for held in sorted({b for b, *_ in rows}):
-            train = [(feats[b], c) for b, _, _, _, c in rows if b != held]
-            costs = fit(train)
-            lomo[held] = [round(100 * (cycles(costs, feats[b]) / c - 1), 1) for b, _, _, _, c in rows if b == held]
-        lobo = {}
+    for key, rows in table.items():
+        lomo = {held: errors(without_model[held][key], [r for r in rows if r[0] == held])
+                for held in sorted({b for b, *_ in rows})}
         boards = sorted({board for _, board, *_ in rows})
-        for held in boards if len(boards) > 1 else []:
-            costs = fit([(feats[b], c) for b, board, _, _, c in rows if board != held])
-            lobo[held] = [round(100 * (cycles(costs, feats[b]) / c - 1), 1) for b, board, _, _, c in rows if board == held]
-        errors = [e for held in (lomo, lobo) for errs in held.values() for e in errs]
+        lobo = {held: errors(without_board[held][key], [r for r in rows if r[1] == held])
+                for held in boards if len(boards) > 1}
+        spread = [e for held in (lomo, lobo) for errs in held.values() for e in errs]
         runtimes[key] = {
-            "costs": fit(samples),
+            "costs": full[key],
             "fitted_on": sorted({f"MLPerf Tiny {rnd} {board} at {mhz:g} MHz" for _, board, rnd, mhz, _ in rows}),
             "benchmarks": sorted({b for b, *_ in rows}),
             "leave_one_model_out": lomo, "leave_one_board_out": lobo,
-            "error_range_pct": [min(errors), max(errors)] if errors else None,
+            "error_range_pct": [min(spread), max(spread)] if spread else None,
         }
     target = [e for key, r in runtimes.items() if key.split(" / ")[0] in TARGET_CORES
               for errs in r["leave_one_model_out"].values() for e in errs]
@@ -167,7 +190,10 @@ def validate(csv_path, models_dir) -> dict:
                "predictions": len(target),
                "median_abs_error_pct": round(float(np.median(np.abs(target))), 1) if target else None,
                "max_abs_error_pct": round(float(np.max(np.abs(target))), 1) if target else None,
-               "within_40_pct": sum(abs(e) <= 40 for e in target)}
+               "within_40_pct": sum(abs(e) <= 40 for e in target),
+               "per_op_cycles": {"all rows": next(iter(full.values()))["per_op"] if full else None,
+                                 **{f"without {held}": next(iter(fits.values()))["per_op"]
+                                    for held, fits in without_model.items() if fits}}}
     return {"runtimes": runtimes, "summary": summary}
 
 

@@ -115,9 +115,13 @@ def fit_per_op(runtimes: list) -> float:
     """The cycles per op, one value for every runtime: the one of PER_OP_GRID whose per-runtime
     fits leave the least squared relative error over all their samples (`runtimes`: one list of
     (features, cycles) pairs per runtime)."""
-    def squared_error(per_op):
-        return sum((cycles(costs, f) / c - 1) ** 2 for samples in runtimes if samples
-                   for costs in [fit(samples, per_op)] for f, c in samples)
+    def squared_error(per_op) -> float:
+        total = 0.0
+        for samples in filter(None, runtimes):
+            costs = fit(samples, per_op)
+            total += sum((cycles(costs, f) / c - 1) ** 2 for f, c in samples)
+        return total
+
     return float(min(PER_OP_GRID, key=squared_error))
 
 

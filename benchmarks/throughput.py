@@ -47,7 +47,7 @@ from edgekd.data import Dataset
 from edgekd.distillation import (MEMORY_FORMAT, PRECISIONS, Budget, distill, new_config, pick_device, pick_precision,
                                  resolve_settings)
 from edgekd.fileio import write_json
-from edgekd.generators import Generator
+from edgekd.generators import Generator, ProceduralImages
 from edgekd.methods import METHODS
 from edgekd.methods.base import (batch_statistics, bn_statistics_loss, cross_entropy_per_image, discrepancy,
                                  forward_difference_gradient, kd_loss, negative_entropy_of_mean)
@@ -121,6 +121,8 @@ class HandWritten:
         self.gens = [Generator(s["latent_dim"], shape, s["generator_width"], classes).to(
             device, memory_format=MEMORY_FORMAT) for _ in range(s["num_generators"])]
         self.gen, self.turn = self.gens[0], 0  # the generator whose turn it is (round robin, as edgekd's)
+        # procedural's images are data, not a model: drawn by edgekd's own code on both sides.
+        self.procedural = ProceduralImages(shape).to(device) if method == "procedural" else None
         if compile_:
             for model in (self.student, *self.gens):
                 model.compile()
@@ -241,6 +243,8 @@ class HandWritten:
         self.opt_g.step()
 
     def sample(self):
+        if self.procedural is not None:
+            return self.procedural.sample(self.s["batch_size"])[0]
         return self.gen(torch.randn(self.s["batch_size"], self.gen.latent_dim, device=self.device))
 
     def sample_with_labels(self):
@@ -327,6 +331,13 @@ class HandWritten:
         self.generator_update(loss + s["w_teacher"] * (grad * x).sum() / len(x))
         self.pooled_student_steps(x.detach(), answers)
 
+    def procedural_iteration(self):
+        """No generator to train: fresh images, the teacher's answers, the student's steps."""
+        with torch.no_grad():
+            x = self.sample()
+            logits = self.teach(x)
+        self.streaming_student_steps(x, logits)
+
     def dafl_zo_iteration(self):
         """The teacher only queried (no_grad): its gradient by forward differences."""
         x = self.sample()
@@ -395,7 +406,7 @@ def main():
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's, all cores)")
     parser.add_argument("--seconds", type=float, default=6.0, help="time per stage and side (in 3 alternated rounds)")
     parser.add_argument("--iterations", type=int, default=50, help="edgekd distill iterations per method")
-    parser.add_argument("--methods", default="condbn,bnstats,fast,ddad,dafl,cgdd,dafl-zo,proxy")
+    parser.add_argument("--methods", default="condbn,bnstats,fast,ddad,dafl,cgdd,dafl-zo,procedural,proxy")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.threads:

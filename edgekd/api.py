@@ -101,9 +101,12 @@ def _choose(teacher, student, method, recipe, out, teacher_options: dict, log) -
         if t.note:
             log(f"teacher {t.path.name}: {t.note}")
     asked = method or r.get("method", "auto")
-    method = resolve_method(asked, t.access)
+    method = resolve_method(asked, t.access, t.input_shape[0])
     if asked == "auto" and "gradients" not in t.access:
         log(f"method auto -> {method}: the teacher can only be queried ({t.backend}, {t.output} out)")
+    elif asked == "auto" and method == "procedural":
+        log("method auto -> procedural: a colour teacher without BatchNorm layers, where procedural images "
+            "measured better than the generators its gradients can train")
     asked = student or r.get("student") or ("lenet5_half" if t.input_shape[0] == 1 else "resnet20")
     student = resolve_student(asked, t.input_shape)
     if student != asked:

@@ -292,7 +292,7 @@ def teacher_info(path, teacher_arch, input_shape, trust_pickle, teacher_backend,
             "input_shape": list(t.input_shape), "num_classes": t.num_classes, "params": t.params,
             "macs": t.macs, "batchnorm_layers": len(t.bn_nodes), "features": t.feature_dim or None,
             "batch_one_only": t.batch_one, "preprocessing": read_metadata(t.path) or None,
-            "methods": usable_methods(t.access), "auto_method": resolve_method("auto", t.access),
+            "methods": usable_methods(t.access), "auto_method": resolve_method("auto", t.access, t.input_shape[0]),
             "sha256": t.sha256}
     if as_json:
         click.echo(json.dumps(info))
@@ -358,10 +358,11 @@ def methods():
     """List the distillation methods and what each needs from the teacher."""
     from .methods import AUTO_ORDER, METHODS
 
-    table = Table(title="methods (auto picks the first usable, in this order)")
+    table = Table(title="methods (auto picks the first usable, in this order for colour teachers)",
+                  caption="greyscale teachers: " + ", ".join(AUTO_ORDER["greyscale"]))
     for column in ("name", "needs from the teacher", "paper", "edgekd additions (not in the paper)"):
         table.add_column(column)
-    for name in AUTO_ORDER:
+    for name in AUTO_ORDER["colour"]:
         cls = METHODS.get(name)
         paper = sys.modules[cls.__module__].__doc__.split(":")[0].strip()
         table.add_row(name, ", ".join(sorted(cls.needs)) or "its outputs only (queries)", paper, cls.additions)

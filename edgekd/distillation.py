@@ -517,10 +517,8 @@ def finalise(out: Path, student, method, config):
     torch_save(out / "student.pt", {"name": config["student"], "in_channels": c,
                                     "num_classes": config["teacher"]["num_classes"], "input_size": [h, w],
                                     "state_dict": student.state_dict()})
-    gen = method.generators[0]
-    torch_save(out / "generator.pt", {"latent_dim": gen.latent_dim, "width": gen.width,
-                                      "image_shape": list(gen.image_shape), "num_classes": gen.num_classes,
-                                      "output": gen.output, "state_dicts": [g.cpu().state_dict() for g in method.generators]})
+    torch_save(out / "generator.pt", {**method.generators[0].settings(),
+                                      "state_dicts": [g.cpu().state_dict() for g in method.generators]})
 
 
 def keep_metrics_until(path: Path, iteration: int):

@@ -126,13 +126,14 @@ def test_teacher_info_json(unseen):
     info = json.loads(result.stdout)
     assert info["format"] == "torchscript" and info["input_shape"] == [1, 28, 28]
     assert info["num_classes"] == 10 and info["batchnorm_layers"] == 3
-    assert set(info["methods"]) == {"condbn", "fast", "dafl", "bnstats", "ddad", "cgdd", "dafl-zo", "proxy"}
+    assert set(info["methods"]) == {"condbn", "fast", "dafl", "bnstats", "ddad", "cgdd", "dafl-zo", "procedural", "proxy"}
     assert info["auto_method"] == AUTO_FOR_BN_TEACHERS and info["access"] == "gradients"
     assert info["macs"] > 100_000 and info["params"] > 10_000
 
 
 @pytest.mark.parametrize("fmt", ["pt2", "onnx"])
-@pytest.mark.parametrize("method", ["condbn", "fast", "dafl", "bnstats", "ddad", "cgdd", "dafl-zo", "proxy"])
+@pytest.mark.parametrize("method", ["condbn", "fast", "dafl", "bnstats", "ddad", "cgdd", "dafl-zo", "procedural",
+                                    "proxy"])
 def test_every_method_trains_from_pt2_and_onnx(unseen, fmt, method):
     torch.manual_seed(0)
     teacher = load_teacher(unseen[fmt])

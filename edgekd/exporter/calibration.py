@@ -3,7 +3,8 @@
 All samples are images in [0, 1] (N, C, H, W), the space the exported models take, so the
 quantizers see exactly what a device will feed. They come from, in order of preference:
   1. real images (`--calib PATH`), the reference;
-  2. the run's trained generator(s), which produce inputs the teacher classifies confidently;
+  2. the run's trained generator(s), which produce inputs the teacher classifies confidently
+     (or, for a run of the procedural method, its procedural images);
   3. inputs synthesized from the model's own BatchNorm statistics (ZeroQ, Cai et al. 2020):
      a batch is optimised until the mean and variance of every BatchNorm input match the
      running statistics stored in the layer, i.e. the activation ranges real data would produce;

@@ -26,7 +26,7 @@ def samples(source: Source, calib: str, n: int, seed: int, log, steps=calibratio
         return calibration.from_data(calib, n, source.model.input_shape, seed), f"real images from {calib}"
     if source.generators:
         x = calibration.from_generators([g.to(device) for g in source.generators], n, source.to_pixels, seed)
-        return x.cpu(), "samples of the run's generator"
+        return x.cpu(), source.generators[0].source_name
     log(f"synthesizing {n} samples from the model alone ...")
     x, how = calibration.synthesize(source.model.to(device), n, source.to_model_space, seed, steps)
     source.model.to("cpu")  # the converters trace it on the CPU

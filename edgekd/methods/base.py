@@ -172,18 +172,25 @@ class Method:
         `fp16` scales the losses so that float16 gradients do not underflow (torch.amp)."""
         self.teacher, self.student, self.s, self.device = teacher, student, settings, torch.device(device)
         c = settings
-        self.generators = nn.ModuleList(
-            Generator(c["latent_dim"], teacher.input_shape, c["generator_width"],
-                      teacher.num_classes if self.conditional else 0, mean, std, c["generator_output"])
-            for _ in range(c["num_generators"])).to(device)
-        self.opt_g = torch.optim.Adam(self.generators.parameters(), lr=self.generator_lr(), betas=(0.5, 0.999))
+        self.generators = self.make_generators(mean, std).to(device)
+        trainable = list(self.generators.parameters())
+        # None: a source of images with nothing to train (procedural.py)
+        self.opt_g = torch.optim.Adam(trainable, lr=self.generator_lr(), betas=(0.5, 0.999)) if trainable else None
         if c["student_optimizer"] == "sgd":
             self.opt_s = torch.optim.SGD(student.parameters(), lr=c["lr_student"], momentum=0.9,
                                          weight_decay=c["weight_decay"], nesterov=True)
         else:
             self.opt_s = torch.optim.Adam(student.parameters(), lr=c["lr_student"], weight_decay=c["weight_decay"])
-        self.base_lrs = {opt: [g["lr"] for g in opt.param_groups] for opt in (self.opt_g, self.opt_s)}
+        self.base_lrs = {opt: [g["lr"] for g in opt.param_groups] for opt in (self.opt_g, self.opt_s) if opt}
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
+
+    def make_generators(self, mean, std) -> nn.ModuleList:
+        """The method's image sources: num_generators of DAFL's generators (generators.py)."""
+        c = self.s
+        return nn.ModuleList(
+            Generator(c["latent_dim"], self.teacher.input_shape, c["generator_width"],
+                      self.teacher.num_classes if self.conditional else 0, mean, std, c["generator_output"])
+            for _ in range(c["num_generators"]))
 
     def optimize(self, opt, loss, clip_norm: float = 0.0):
         """One step of `opt` on `loss` (scaled under fp16), its gradients clipped to `clip_norm`."""
@@ -215,9 +222,10 @@ class Method:
         return Synthesis(x, self.teacher(x), labels)
 
     def set_lr_scale(self, generator: float, student: float):
-        for opt, scale in ((self.opt_g, generator), (self.opt_s, student)):
-            for group, lr in zip(opt.param_groups, self.base_lrs[opt]):
-                group["lr"] = lr * scale
+        scales = {self.opt_g: generator, self.opt_s: student}
+        for opt, lrs in self.base_lrs.items():
+            for group, lr in zip(opt.param_groups, lrs):
+                group["lr"] = lr * scales[opt]
 
     def queries_per_image(self) -> int:
         """Teacher queries one synthesized image costs (its answer, plus any gradient estimate)."""
@@ -251,11 +259,12 @@ class Method:
         return parts
 
     def state_dict(self) -> dict:
-        return {"generators": self.generators.state_dict(), "opt_g": self.opt_g.state_dict(),
+        return {"generators": self.generators.state_dict(), "opt_g": self.opt_g.state_dict() if self.opt_g else None,
                 "opt_s": self.opt_s.state_dict(), "scaler": self.scaler.state_dict()}
 
     def load_state_dict(self, state: dict):
         self.generators.load_state_dict(state["generators"])
         self.scaler.load_state_dict(state["scaler"])
-        self.opt_g.load_state_dict(state["opt_g"])
+        if self.opt_g:
+            self.opt_g.load_state_dict(state["opt_g"])
         self.opt_s.load_state_dict(state["opt_s"])

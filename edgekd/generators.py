@@ -88,7 +88,7 @@ class ProceduralImages(nn.Module):
 
     def __init__(self, image_shape, mean=None, std=None):
         super().__init__()
-        self.image_shape, self.num_classes = tuple(image_shape), 0
+        self.image_shape = tuple(image_shape)
         channels = image_shape[0]
         self.register_buffer("mean", torch.tensor(mean or [0.0] * channels).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std or [1.0] * channels).view(1, -1, 1, 1))

@@ -54,6 +54,7 @@ from edgekd.methods.base import (batch_statistics, bn_statistics_loss, cross_ent
 from edgekd.methods.bnstats import gaussian_kl_loss
 from edgekd.methods.cgdd import attention_map
 from edgekd.methods.dafl_zo import objective_per_image
+from edgekd.methods.procedural import ClassPopulation
 from edgekd.pool import augment
 from edgekd.students import create_student
 from edgekd.teacher import TeacherOutput, load_teacher, save_export
@@ -121,8 +122,11 @@ class HandWritten:
         self.gens = [Generator(s["latent_dim"], shape, s["generator_width"], classes).to(
             device, memory_format=MEMORY_FORMAT) for _ in range(s["num_generators"])]
         self.gen, self.turn = self.gens[0], 0  # the generator whose turn it is (round robin, as edgekd's)
-        # procedural's images are data, not a model: drawn by edgekd's own code on both sides.
+        # procedural's images are data, not a model: drawn, and its population kept, by edgekd's
+        # own code on both sides.
         self.procedural = ProceduralImages(shape).to(device) if method == "procedural" else None
+        self.population = ClassPopulation(10, s["population_size"] // 10, shape).to(device) \
+            if method == "procedural" else None
         if compile_:
             for model in (self.student, *self.gens):
                 model.compile()
@@ -332,10 +336,16 @@ class HandWritten:
         self.pooled_student_steps(x.detach(), answers)
 
     def procedural_iteration(self):
-        """No generator to train: fresh images, the teacher's answers, the student's steps."""
+        """No generator to train: children of the population and fresh images, the teacher's
+        answers, the population's update, the student's steps."""
+        n = self.s["batch_size"]
+        children = round(n * self.s["population_share"])
         with torch.no_grad():
-            x = self.sample()
+            fresh = self.procedural.sample(n + children)[0]
+            grown = self.population.offspring(fresh[:children], fresh[n:])
+            x = torch.cat([grown, fresh[children:n]]).contiguous(memory_format=MEMORY_FORMAT)
             logits = self.teach(x)
+            self.population.admit(x, logits.argmax(1))
         self.streaming_student_steps(x, logits)
 
     def dafl_zo_iteration(self):

@@ -111,7 +111,7 @@ class Procedural(Method):
     def generator_step(self, iteration, student_training):
         n = self.images_paid_for()
         children = round(n * self.s["population_share"])
-        fresh, _ = self.generate(iteration, n + children)  # the last `children` are blended into the children
+        fresh, _ = self.generate(iteration, n + children)  # the last `children`: partners of the children
         grown = self.population.offspring(fresh[:children], fresh[n:])
         x = torch.cat([grown, fresh[children:n]]).contiguous(memory_format=torch.channels_last)
         logits = self.teacher(x)

@@ -248,17 +248,18 @@ def test_resume_after_kill_9_loses_at_most_one_checkpoint_interval(tmp_path):
     assert summary["iterations"] == saved + 20
 
 
-def test_resumed_run_reproduces_an_uninterrupted_one_bit_for_bit(tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", ["condbn", "procedural"])  # procedural: its population too
+def test_resumed_run_reproduces_an_uninterrupted_one_bit_for_bit(tmp_path, monkeypatch, method):
     """Model, optimizers, pool and random state all come back: a run stopped by SIGINT after
     iteration 4 and resumed to 6 ends with exactly the weights of a run that never stopped."""
     import edgekd.distillation as run
     from edgekd.errors import EdgekdError
 
     teacher = load_teacher(EMBEDDED)
-    settings = resolve_settings("condbn", {}, {"batch_size": 16, "student_batch_size": 16, "student_steps": 2})
+    settings = resolve_settings(method, {}, {"batch_size": 16, "student_batch_size": 16, "student_steps": 2})
 
     def train(out, resume=False):
-        config = run.new_config(teacher, student="lenet5_half", method="condbn", settings=dict(settings),
+        config = run.new_config(teacher, student="lenet5_half", method=method, settings=dict(settings),
                                 budget=run.Budget(6, None), eval_data=None, mean=None, std=None, device="cpu",
                                 seed=3, checkpoint_every=(2, None), eval_every=(100, None), recipe=None,
                                 teacher_arch=None)

@@ -61,7 +61,7 @@ class ClassPopulation(nn.Module):
         self.register_buffer("filled", torch.zeros(classes, per_class, dtype=torch.bool))
 
     @staticmethod
-    def draw_slots(classes: torch.Tensor, preferred: torch.Tensor) -> torch.Tensor:
+    def draw_slots(preferred: torch.Tensor) -> torch.Tensor:
         """A random slot of each image's class, one of its `preferred` slots (a mask per image)
         whenever it has any: a parent among the filled slots, so that a class with a few members
         has as many children as a full one; a newcomer's place among the empty ones."""
@@ -71,14 +71,14 @@ class ClassPopulation(nn.Module):
         """A child of a member of a random class in place of each fresh image (the fresh image
         itself where the class has no member yet)."""
         classes = torch.randint(self.filled.shape[0], (len(fresh),), device=fresh.device)
-        slots = self.draw_slots(classes, self.filled[classes])
+        slots = self.draw_slots(self.filled[classes])
         filled = self.filled[classes, slots]
         children = mutate(self.images[classes, slots].float(), partners)
         return torch.where(filled.view(-1, 1, 1, 1), children, fresh)
 
     def admit(self, images: torch.Tensor, classes: torch.Tensor):
         """Keeps each image in the class the teacher gave it."""
-        slots = self.draw_slots(classes, ~self.filled[classes])
+        slots = self.draw_slots(~self.filled[classes])
         self.images[classes, slots] = images.half()
         self.filled[classes, slots] = True
 

@@ -35,46 +35,24 @@ import torch
 import yaml
 from rich.console import Console
 from rich.table import Table
-from torch import nn
 
 from edgekd.fileio import write_bytes, write_json
-from edgekd.students import create_student
 from edgekd.teacher import save_export
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("EDGEKD_DATA", ROOT.parent / "shared"))
 MARKS = (5, 10, 20, 40, 60)
-CIFAR_MEAN, CIFAR_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-
-
-class AdvertorchLeNet5(nn.Module):
-    """The shared MNIST teacher's architecture: two conv + max-pool stages, two linear layers, no BatchNorm."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(1, 32, 3, padding=1), nn.Conv2d(32, 64, 3, padding=1)
-        self.linear1, self.linear2 = nn.Linear(7 * 7 * 64, 200), nn.Linear(200, 10)
-
-    def forward(self, x):
-        x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
-        x = nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)
-        return self.linear2(torch.relu(self.linear1(x.flatten(1))))
+sys.path.insert(0, str(ROOT / "tests"))
+from shared_teachers import CIFAR_MEAN, CIFAR_STD, advertorch_lenet5, cifar_resnet  # noqa: E402
 
 
 def cifar10_teacher(folder: Path) -> Path:
-    state = torch.load(DATA / "teachers/cifar10-resnet-akamaster/resnet56-4bfd9763.th", map_location="cpu",
-                       weights_only=True)["state_dict"]
-    model = create_student("resnet56", 3, 10, (32, 32))
-    model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
-    save_export(model, (3, 32, 32), folder / "resnet56.pt2", {"mean": CIFAR_MEAN, "std": CIFAR_STD})
+    save_export(cifar_resnet(DATA, 56), (3, 32, 32), folder / "resnet56.pt2", {"mean": CIFAR_MEAN, "std": CIFAR_STD})
     return folder / "resnet56.pt2"
 
 
 def mnist_nobn_teacher(folder: Path) -> Path:
-    model = AdvertorchLeNet5()
-    model.load_state_dict(torch.load(DATA / "teachers/mnist-lenet5-advertorch/mnist_lenet5_clntrained.pt",
-                                     map_location="cpu", weights_only=True))
-    save_export(model, (1, 28, 28), folder / "lenet5_advertorch.pt2")
+    save_export(advertorch_lenet5(DATA), (1, 28, 28), folder / "lenet5_advertorch.pt2")
     return folder / "lenet5_advertorch.pt2"
 
 
@@ -86,11 +64,7 @@ def mnist_tflite_int8_teacher(folder: Path) -> Path:
 
 
 def cifar10_onnx_teacher(folder: Path) -> Path:
-    model = create_student("resnet56", 3, 10, (32, 32))
-    state = torch.load(DATA / "teachers/cifar10-resnet-akamaster/resnet56-4bfd9763.th", map_location="cpu",
-                       weights_only=True)["state_dict"]
-    model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
-    torch.onnx.export(model.eval(), (torch.zeros(1, 3, 32, 32),), str(folder / "resnet56.onnx"))  # the defaults
+    torch.onnx.export(cifar_resnet(DATA, 56), (torch.zeros(1, 3, 32, 32),), str(folder / "resnet56.onnx"))  # the defaults
     return folder / "resnet56.onnx"
 
 

@@ -166,13 +166,13 @@ def run_chain(teacher, target, student, method, recipe, out, iterations, time_bu
         return
     table = Table(title=f"{r['run_dir']}: {r['student']} distilled with {r['method']}", show_header=False)
     table.add_row("int8 model", f"{r['model']} ({r['size_bytes'] / 1024:.1f} KiB)")
+    # The same rows for every teacher and device: what was not measured says so.
     top1 = [f"{what} {r[key]:.2f} %" for key, what in (("int8_top1", "int8"), ("student_top1", "float student"),
                                                         ("teacher_top1", "teacher")) if r[key] is not None]
-    if top1:
-        table.add_row("top-1 on real data", ", ".join(top1))
+    table.add_row("top-1 on real data", ", ".join(top1) or "not measured (pass --eval-data)")
     table.add_row(f"latency on {r['device']}", latency_text(r["latency_ms"]))
-    if r["fits"] is not None:
-        table.add_row("fits", "[green]yes[/green]" if r["fits"] else "[red]no[/red]")
+    fits = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "not estimated (no memory limits in the profile)"}
+    table.add_row("fits", fits[r["fits"]])
     table.add_row("stages", ", ".join(f"{stage} {what}" for stage, what in r["stages"].items()))
     table.add_row("report", r["report"])
     console.print(table)

@@ -17,7 +17,7 @@ def invert(model, n: int, to_model, seed: int, steps: int, class_targets: bool =
     """n images in [0, 1] for `model`, an edgekd Teacher (its BatchNorm nodes are known);
     `to_model` maps [0, 1] images to the model's inputs (normalisation)."""
     stats = [(m.detach(), v.detach()) for m, v in model.bn_stats]
-    device = stats[0][0].device if stats else next(iter(model.graph.parameters())).device
+    device = model.device
     rng = torch.Generator().manual_seed(seed)
     targets = torch.arange(n) % model.num_classes
     batches = []

@@ -29,8 +29,10 @@ from .errors import EdgekdError
 from .fileio import sha256
 from .measure import count_macs
 
-# Sizes tried, in order, when a TorchScript file does not say what input it takes.
-_TRIAL_SIZES = (28, 32, 64, 96, 128, 224)
+# Sizes tried when a TorchScript file or a pickled module does not say what input it takes,
+# by input channels, the most likely first (MNIST's 28 for greyscale, CIFAR's 32 for colour):
+# a network with global pooling accepts several, and then the first is taken, with a note.
+_TRIAL_SIZES = {1: (28, 32, 64, 96, 128, 224), 3: (32, 28, 64, 96, 128, 224)}
 
 
 # Where a teacher runs: "torch" (a differentiable graph), "runtime" (query-only: onnxruntime,
@@ -59,7 +61,9 @@ class Loaded:
     input_shape: tuple[int, int, int] | None  # None: not recorded in the file
     runner: Callable | None = None  # query-only: float32 NCHW numpy batch -> numpy outputs
     backend: str = "torch"  # what runs it: torch | onnxruntime | litert | callable
-    note: str | None = None  # why a teacher that could have had gradients runs query-only
+    # What the user should know of how the file was read: a guessed input size, or why a
+    # teacher that could have had gradients runs query-only.
+    note: str | None = None
     sha256: str | None = None  # identity of a teacher that is not a file (a callable)
     declared_classes: int | None = None  # for a teacher that answers with labels only
 
@@ -117,10 +121,29 @@ def _load_export(path: Path, opts: LoadOptions) -> Loaded:
     return Loaded(ep.module(), _input_shape_of_export(ep))
 
 
-def _trial_shapes(module) -> list[tuple[int, int, int]]:
-    first = next((p for p in module.parameters() if p.dim() == 4), None)
+def _input_shape_of(module, given, what: str) -> tuple[tuple[int, int, int], str | None]:
+    """The input shape of a model that does not record it: `given` if the model accepts it, else
+    the first of the trial shapes it accepts, with a note when it accepts others too (a guess the
+    user should know of)."""
+    first = next((p for p in [*module.parameters(), *module.buffers()] if p.dim() == 4), None)
     channels = [first.shape[1]] if first is not None else [3, 1]
-    return [(c, s, s) for c in channels for s in _TRIAL_SIZES]
+    trials = [given] if given else [(c, s, s) for c in channels for s in _TRIAL_SIZES.get(c, _TRIAL_SIZES[3])]
+    accepted = []
+    for shape in trials:
+        try:
+            with torch.no_grad():
+                module(torch.zeros(1, *shape))
+            accepted.append(shape)
+        except Exception:  # noqa: BLE001 - any failure means "not this shape"
+            continue
+    if not accepted:
+        tried = ", ".join(map(_fmt, trials))
+        raise EdgekdError(f"{what} rejected every input shape tried ({tried}); pass --input-shape C,H,W")
+    note = None
+    if len(accepted) > 1:
+        note = (f"the file does not record its input size and the model accepts {', '.join(map(_fmt, accepted))}: "
+                f"taking {_fmt(accepted[0])}; pass --input-shape C,H,W if it was trained at another")
+    return accepted[0], note
 
 
 def _load_torchscript(path: Path, opts: LoadOptions) -> Loaded:
@@ -129,24 +152,15 @@ def _load_torchscript(path: Path, opts: LoadOptions) -> Loaded:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         script = torch.jit.load(str(path), map_location="cpu").eval()
-    shapes = [opts.input_shape] if opts.input_shape else _trial_shapes(script)
-    for shape in shapes:
-        try:
-            with torch.no_grad():
-                script(torch.zeros(1, *shape))
-        except Exception:  # noqa: BLE001 - any failure means "not this shape"
-            continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ep = TS2EPConverter(script, (torch.zeros(1, *shape),)).convert()
-        except Exception as e:  # noqa: BLE001
-            raise EdgekdError(f"cannot convert TorchScript {path} to a graph ({_first_line(e)}); "
-                              "save the model with torch.export instead") from None
-        return Loaded(ep.module(), shape)
-    tried = ", ".join("x".join(map(str, s)) for s in shapes)
-    raise EdgekdError(f"TorchScript {path} rejected every input shape tried ({tried}); "
-                      "pass --input-shape C,H,W")
+    shape, note = _input_shape_of(script, opts.input_shape, f"TorchScript {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ep = TS2EPConverter(script, (torch.zeros(1, *shape),)).convert()
+    except Exception as e:  # noqa: BLE001
+        raise EdgekdError(f"cannot convert TorchScript {path} to a graph ({_first_line(e)}); "
+                          "save the model with torch.export instead") from None
+    return Loaded(ep.module(), shape, note=note)
 
 
 def _load_onnx(path: Path, opts: LoadOptions) -> Loaded:
@@ -354,24 +368,13 @@ def _zoo_model(arch: str, state: dict, input_shape) -> tuple[torch.nn.Module, tu
 
 
 def _export_module(module: torch.nn.Module, input_shape) -> Loaded:
-    shape = input_shape or _guess_module_shape(module)
+    shape, note = _input_shape_of(module, input_shape, "the teacher")
     batch = torch.export.Dim("batch", min=1)
     try:
         ep = torch.export.export(module, (torch.zeros(2, *shape),), dynamic_shapes=({0: batch},))
     except Exception as e:  # noqa: BLE001
         raise EdgekdError(f"torch.export cannot capture the teacher ({_first_line(e)})") from None
-    return Loaded(ep.module(), tuple(shape))
-
-
-def _guess_module_shape(module) -> tuple[int, int, int]:
-    for shape in _trial_shapes(module):
-        try:
-            with torch.no_grad():
-                module(torch.zeros(1, *shape))
-            return shape
-        except Exception:  # noqa: BLE001
-            continue
-    raise EdgekdError("cannot tell the teacher's input shape; pass --input-shape C,H,W")
+    return Loaded(ep.module(), tuple(shape), note=note)
 
 
 FORMATS = {
@@ -505,6 +508,9 @@ class Teacher:
     query_limit: int | None = None
     before_query: Callable | None = field(default=None, repr=False)
     compiled: bool = False  # rewritten graphs go through torch.compile
+    # Where the graph runs: kept here, since a graph may hold no tensor to ask (a TorchScript
+    # file's weights become constants, a query-only teacher has no graph).
+    device: torch.device = torch.device("cpu")
     _graphs: dict = field(default_factory=dict, repr=False)  # (bn, maps) -> rewritten graph
 
     @property
@@ -523,6 +529,7 @@ class Teacher:
         return [tuple(n.meta["tensor_meta"].shape[2:]) for n in self.stage_nodes]
 
     def to(self, device, memory_format=torch.preserve_format):
+        self.device = torch.device(device)
         if self.graph is not None:
             self.graph.to(device, memory_format=memory_format)
         self._graphs.clear()  # rewritten graphs hold the buffers of before the move

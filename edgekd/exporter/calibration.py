@@ -18,7 +18,10 @@ from ..data import load_dataset
 from ..errors import EdgekdError
 from ..inversion import invert
 
-SYNTH_STEPS = 100  # ResNet-20: 50 steps already calibrate as well as real images
+# Optimisation steps per synthesized batch. On the CIFAR-10 ResNet-20 (1,000 test images, float
+# 91.5 %), 25 steps gave int8 ONNX / TFLite 91.6 / 91.5 % and 100 steps 91.3 / 91.7 %, at a third
+# of the time (51 s against 146 s for the whole export on 2 cores).
+SYNTH_STEPS = 25
 
 
 def from_data(path, n: int, input_shape, seed: int) -> torch.Tensor:

@@ -92,25 +92,37 @@ def _write(model_bytes, path: Path, metadata: dict) -> None:
 def any_batch(content: bytes, fixed: int) -> bytes | None:
     """The model made for any batch size, or None when it has nothing to relabel: each constant
     RESHAPE target that begins with the fixed batch made to infer it (-1), as
-    onnx_format.any_batch does (LiteRT infers every other shape when the input is resized). A
-    reshape whose leading `fixed` was not the batch changes the answers; the Runner checks them."""
+    onnx_format.any_batch does, and each STRIDED_SLICE that takes the whole fixed batch (begin 0,
+    end `fixed`, stride 1) made to take the whole batch, whatever it is (its end mask). LiteRT
+    infers every other shape when the input is resized. A leading `fixed` that was not the batch
+    changes the answers; the Runner checks them."""
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+
+    def constant(graph, index):
+        tensor = graph.tensors[index] if index >= 0 else None
+        data = model.buffers[tensor.buffer].data if tensor is not None else None
+        if data is None or tensor.type != schema.TensorType.INT32:
+            return None
+        return np.frombuffer(bytes(data), np.int32).copy(), tensor.buffer
+
     relabelled = False
     for graph in model.subgraphs:
         for op in graph.operators:
             code = model.operatorCodes[op.opcodeIndex]
-            if max(code.builtinCode, code.deprecatedBuiltinCode) != schema.BuiltinOperator.RESHAPE \
-                    or len(op.inputs) < 2 or op.inputs[1] < 0:
-                continue
-            target = graph.tensors[op.inputs[1]]
-            data = model.buffers[target.buffer].data
-            if data is None or target.type != schema.TensorType.INT32:
-                continue
-            shape = np.frombuffer(bytes(data), np.int32).copy()
-            if len(shape) and shape[0] == fixed and -1 not in shape:
-                shape[0] = -1
-                model.buffers[target.buffer].data = np.frombuffer(shape.tobytes(), np.uint8)
-                relabelled = True
+            kind = max(code.builtinCode, code.deprecatedBuiltinCode)
+            if kind == schema.BuiltinOperator.RESHAPE and len(op.inputs) >= 2:
+                target = constant(graph, op.inputs[1])
+                if target is not None and len(target[0]) and target[0][0] == fixed and -1 not in target[0]:
+                    shape, buffer = target
+                    shape[0] = -1
+                    model.buffers[buffer].data = np.frombuffer(shape.tobytes(), np.uint8)
+                    relabelled = True
+            elif kind == schema.BuiltinOperator.STRIDED_SLICE and len(op.inputs) == 4:
+                begin, end, stride = (constant(graph, i) for i in op.inputs[1:])
+                if None not in (begin, end, stride) and len(end[0]) and \
+                        (begin[0][0], end[0][0], stride[0][0]) == (0, fixed, 1):
+                    op.builtinOptions.endMask |= 1
+                    relabelled = True
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if relabelled else None
 
 
@@ -139,19 +151,19 @@ def quiet_stderr():
 class Runner:
     """Runs a .tflite file in LiteRT's interpreter, one thread by default; int8 inputs and outputs
     are (de)quantized here with the file's own scale and zero point, exactly as a device would.
-    A batch runs in one call when the interpreter accepts a resized input, else in a copy made for
-    any batch (`any_batch`) when that copy gives the file's own answers, else sample by sample:
     litert-torch writes batch 1, and one image at a time runs the embedded LeNet-5 as float32
-    TFLite at half the speed of batches of 128."""
+    TFLite at half the speed of batches of 128; so a batch of another size runs in one call when
+    an interpreter for any batch gives the file's own answers (those of its fixed batch): the
+    file itself resized, else `any_batch`'s copy. Never unchecked: a resized file can run and be
+    wrong (the CIFAR ResNet-20's strided slices kept sample 0 of every batch, 91 -> 17 %)."""
 
     def __init__(self, path, threads: int = 1):
         self.path, self.threads = Path(path), threads
-        self.interp = self._interpreter(model_path=str(path))
+        self.interp = self._interpreter(model_path=str(path))  # stays at the file's own batch
         self.input = self.interp.get_input_details()[0]
         self.output = self.interp.get_output_details()[0]
         self.shape = [int(d) for d in self.input["shape"]]
-        self.batch = self.shape[0]  # the batch the interpreter is allocated for
-        self.fixed_batch = False
+        self.batched = None  # the interpreter for any batch once checked; False: none agrees
 
     def _interpreter(self, **model):
         with quiet_stderr():
@@ -160,44 +172,42 @@ class Runner:
         return interp
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if not self.fixed_batch and len(x) != self.shape[0]:
-            try:
-                return self._run(x, len(x))
-            except (RuntimeError, ValueError):  # a graph built for its batch size only
-                self.batch = -1  # -1: resize back before the next call
-                self.fixed_batch = not self._use_any_batch_copy()
-                if not self.fixed_batch:
-                    return self._run(x, len(x))
-        return self._run(x, self.shape[0])
+        if len(x) != self.shape[0] and self.batched is None:
+            self.batched = self._any_batch_interpreter() or False
+        if len(x) != self.shape[0] and self.batched:
+            return self._run(self.batched, x, len(x))
+        return self._run(self.interp, x, self.shape[0])
 
-    def _use_any_batch_copy(self) -> bool:
-        """Swaps in `any_batch`'s copy of the file if it gives the file's own answers on a random
-        batch of 3 x the fixed size."""
-        content = any_batch(self.path.read_bytes(), self.shape[0])
-        if content is None:
-            return False
+    def _any_batch_interpreter(self):
+        """The first of (the file, `any_batch`'s copy) that, resized, answers a random batch of
+        3 x the fixed size as the file does at its fixed size; None if neither does."""
         x = np.random.default_rng(0).random([3 * self.shape[0], *self.shape[1:]], dtype=np.float32)
-        ref, original = self._run(x, self.shape[0]), self.interp
-        self.interp, self.batch = self._interpreter(model_content=content), self.shape[0]
-        try:
-            if same_answers(self._run(x, len(x)), ref):
-                return True
-        except (RuntimeError, ValueError):  # LiteRT refuses the copy, or this batch
-            pass
-        self.interp, self.batch = original, -1
-        return False
+        ref = self._run(self.interp, x, self.shape[0])
+        content = self.path.read_bytes()
+        for candidate in (content, any_batch(content, self.shape[0])):
+            if candidate is None:
+                continue
+            try:
+                interp = self._interpreter(model_content=candidate)
+                if same_answers(self._run(interp, x, len(x)), ref):
+                    return interp
+            except (RuntimeError, ValueError):  # LiteRT refuses the resize, or this batch
+                continue
+        return None
 
-    def _run(self, x: np.ndarray, step: int) -> np.ndarray:
-        if step != self.batch:
-            self.interp.resize_tensor_input(self.input["index"], [step, *self.shape[1:]])
+    def _run(self, interp, x: np.ndarray, step: int) -> np.ndarray:
+        """x in chunks of `step` (the last one padded with copies of its last sample)."""
+        if interp.get_input_details()[0]["shape"][0] != step:
+            interp.resize_tensor_input(self.input["index"], [step, *self.shape[1:]])
             with quiet_stderr():
-                self.interp.allocate_tensors()
-            self.batch = step
+                interp.allocate_tensors()
         out = []
         for i in range(0, len(x), step):
-            self.interp.set_tensor(self.input["index"], self._quantize(x[i:i + step]))
-            self.interp.invoke()
-            out.append(self._dequantize(self.interp.get_tensor(self.output["index"])))
+            chunk = x[i:i + step]
+            padded = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), 0)]) if len(chunk) < step else chunk
+            interp.set_tensor(self.input["index"], self._quantize(padded))
+            interp.invoke()
+            out.append(self._dequantize(interp.get_tensor(self.output["index"]))[:len(chunk)])
         return np.concatenate(out)
 
     def _quantize(self, x):

@@ -6,6 +6,7 @@ training time on this machine, with the student's top-1 on real test data as tra
     python benchmarks/time_to_accuracy.py mnist-nobn [--minutes 10]
     python benchmarks/time_to_accuracy.py mnist-tflite-int8 [--minutes 10]
     python benchmarks/time_to_accuracy.py cifar10-onnx [--minutes 30]
+    python benchmarks/time_to_accuracy.py cifar10 --reference real-data --methods condbn --minutes 20
 
 Cases (teachers made from ../shared, or $EDGEKD_DATA, into a temporary folder):
   cifar10     CIFAR-10 ResNet-56 (akamaster weights, 93.39 %) as a .pt2 -> resnet20
@@ -20,6 +21,13 @@ Every method runs `edgekd distill` with its defaults (nothing tuned per case) an
 on the full test set after every minute of training (evaluations are not counted as training
 time). Prints top-1 at 5 / 10 / 20 / 40 minutes (those within --minutes) and writes the curves
 to benchmarks/results/time_to_accuracy_<case>.json and a plot next to it.
+
+--reference real-data: the ceiling beside the data-free run. The test set is split in two; knowledge
+distillation on the first half (benchmarks/real_data_kd.py) runs pinned to core 1 while the first
+data-free row runs pinned to core 0, one thread each, the same wall-clock budget; every row is
+scored on the second half, and the table adds each row's ratio to real-data KD at every mark.
+Machines differ in speed; the ratio, measured side by side, does not. Results go to
+time_to_accuracy_<case>_vs_real.json.
 """
 import argparse
 import datetime
@@ -97,6 +105,31 @@ def curve(run: Path) -> list[dict]:
     return out
 
 
+def split_test_set(data: Path, folder: Path) -> tuple[Path, Path]:
+    """The test set's first half (what real-data KD learns from) and second half (what every
+    row is scored on), as .npz files."""
+    import numpy as np
+
+    from edgekd.data import load_dataset
+
+    test = load_dataset(data, "test")
+    half = len(test) // 2
+    paths = folder / "real_train.npz", folder / "real_scored.npz"
+    for path, part in zip(paths, (slice(0, half), slice(half, None))):
+        np.savez(path, x=test.x[part].numpy(), y=test.y[part].numpy())
+    return paths
+
+
+def pinned(core: int):
+    """A subprocess start hook: run on one core only."""
+    return lambda: os.sched_setaffinity(0, {core})
+
+
+def preprocessing_args(extra: list[str]) -> list[str]:
+    """The --mean/--std pairs of a row's distill arguments (for a teacher file that lacks them)."""
+    return [a for i, a in enumerate(extra) if a in ("--mean", "--std") or (i and extra[i - 1] in ("--mean", "--std"))]
+
+
 def at_mark(points: list[dict], minutes: float) -> float | None:
     """Top-1 at the first evaluation made once `minutes` of training were done."""
     after = [p for p in points if p["minutes"] >= minutes - 0.01]
@@ -131,23 +164,37 @@ def main():
     ap.add_argument("--minutes", type=float, default=40.0, help="training time per method")
     ap.add_argument("--methods", help="comma-separated row labels to run (default: all)")
     ap.add_argument("--threads", type=int, help="CPU threads per run (default: torch's, all cores)")
+    ap.add_argument("--reference", choices=["real-data"],
+                    help="also run KD on half the test set, side by side, one core each (see above)")
     ap.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/time_to_accuracy_<case>.json)")
     args = ap.parse_args()
     make_teacher, student, data, rows = CASES[args.case]
     if args.methods:
         rows = [r for r in rows if r[0] in args.methods.split(",")]
-    out = args.out or ROOT / "benchmarks" / "results" / f"time_to_accuracy_{args.case}.json"
+    suffix = "_vs_real" if args.reference else ""
+    out = args.out or ROOT / "benchmarks" / "results" / f"time_to_accuracy_{args.case}{suffix}.json"
     work = Path(tempfile.mkdtemp(prefix="edgekd-tta-"))
     teacher = make_teacher(work)
-    env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
+    threads = 1 if args.reference else args.threads
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    scored = DATA / data
+    reference = None
+    if args.reference:
+        real_train, scored = split_test_set(DATA / data, work)
+        kd_cmd = [sys.executable, str(ROOT / "benchmarks/real_data_kd.py"), str(teacher), "--student", student,
+                  "--train", str(real_train), "--scored", str(scored), "--minutes", str(args.minutes),
+                  "--out", str(work / "kd.json"), *preprocessing_args(rows[0][1])]
+        print("$", " ".join(kd_cmd[1:]), "(core 1)", flush=True)
+        reference = subprocess.Popen(kd_cmd, stdout=subprocess.DEVNULL, env=env, preexec_fn=pinned(1))
     results = []
     for label, extra in rows:
         run = work / label.replace(" ", "_").replace("(", "").replace(")", "")
         cmd = [sys.executable, "-m", "edgekd.cli", "distill", str(teacher), *extra, "--student", student,
-               "--time-budget", str(args.minutes), "--eval-data", str(DATA / data), "--eval-every", "1min",
+               "--time-budget", str(args.minutes), "--eval-data", str(scored), "--eval-every", "1min",
                "--out", str(run), "--no-progress"]
-        print("$ edgekd", " ".join(cmd[3:]), flush=True)
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+        print("$ edgekd", " ".join(cmd[3:]), "(core 0)" if args.reference else "", flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env,
+                       preexec_fn=pinned(0) if args.reference else None)
         summary = json.loads((run / "summary.json").read_text())
         config = yaml.safe_load((run / "config.yaml").read_text())
         results.append({"method": label, "resolved_method": summary["method"], "iterations": summary["iterations"],
@@ -155,8 +202,17 @@ def main():
                         "teacher_top1": summary["teacher_top1"], "curve": curve(run),
                         "settings": config["settings"]})
     marks = [m for m in MARKS if m <= args.minutes] or [args.minutes]
+    if reference is not None:
+        if reference.wait() != 0:
+            sys.exit("real-data KD failed")
+        kd = json.loads((work / "kd.json").read_text())
+        results.append({"method": kd["method"], "steps": kd["steps"], "teacher_queries": kd["steps"] * 128,
+                        "train_images": kd["train_images"], "curve": kd["curve"]})
+        for r in results[:-1]:
+            r["ratio_to_real_data_kd"] = {f"{m:g}": round(a / b, 3) for m in marks
+                                          if (a := at_mark(r["curve"], m)) and (b := at_mark(kd["curve"], m))}
     table = Table(title=f"{args.case}: {teacher.name} -> {student}, top-1 % after N minutes of training, "
-                        f"{args.threads or torch.get_num_threads()} threads")
+                        f"{threads or torch.get_num_threads()} threads" + (", one core each" if args.reference else ""))
     table.add_column("method")
     for m in marks:
         table.add_column(f"{m:g} min", justify="right")
@@ -164,14 +220,19 @@ def main():
     for r in results:
         table.add_row(r["method"], *(f"{v:.2f}" if (v := at_mark(r["curve"], m)) is not None else "-" for m in marks),
                       f"{r['teacher_queries']:,}")
+        if "ratio_to_real_data_kd" in r:
+            table.add_row("  ratio to real-data KD", *(f"{r['ratio_to_real_data_kd'].get(f'{m:g}', 0):.2f}x"
+                                                         for m in marks), "")
     Console(width=140).print(table)
     write_json(out, {"date": datetime.date.today().isoformat(), "command": " ".join(["python", *sys.argv]),
                      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                     "threads": args.threads or torch.get_num_threads(), "case": args.case,
+                     "threads": threads or torch.get_num_threads(), "case": args.case,
+                     "reference": args.reference, "scored_on": "second half of the test set" if args.reference
+                     else "the test set",
                      "teacher": teacher.name, "student": student, "minutes": args.minutes,
-                     "teacher_top1": results[0]["teacher_top1"] if results else None,
+                     "teacher_top1": results[0]["teacher_top1"] if results else None,  # on what rows are scored on
                      "rows": [{k: v for k, v in r.items() if k != "teacher_top1"} for r in results]})
-    plot(results, f"{args.case}: {teacher.name} -> {student} ({args.threads or torch.get_num_threads()} threads)",
+    plot(results, f"{args.case}: {teacher.name} -> {student} ({threads or torch.get_num_threads()} threads)",
          out.with_suffix(".png"))
 
 

@@ -167,7 +167,9 @@ def distill(teacher=None, *, student=None, method=None, recipe=None, out=None, i
         precision=precision or r.get("precision", "auto"), compile=compile,
         checkpoint_every=run.parse_period(checkpoint_every or r.get("checkpoint_every"), "--checkpoint-every",
                                           (200, 5.0)),
-        eval_every=run.parse_period(eval_every or r.get("eval_every"), "--eval-every", (100, None)),
+        # By time too: a CIFAR-10 run on one core can take 9 s an iteration, and 100 iterations
+        # of silence left the progress line on a 15-minute-old figure.
+        eval_every=run.parse_period(eval_every or r.get("eval_every"), "--eval-every", (100, 2.0)),
         recipe=str(recipe) if recipe else None, teacher_arch=teacher_arch or r.get("teacher_arch"),
         max_queries=max_queries or r.get("max_queries"), teacher_timeout=teacher_timeout)
     log(f"teacher {t.path.name}: {t.format} in {t.backend}, input {'x'.join(map(str, t.input_shape))}, "

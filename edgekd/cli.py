@@ -83,7 +83,7 @@ def cli():
 @click.option("--std", help="teacher normalisation std per channel")
 @click.option("--checkpoint-every", metavar="N|Mmin",
               help="iterations (N) or minutes of training (e.g. 5min) between checkpoints [200 and 5min]")
-@click.option("--eval-every", metavar="N|Mmin", help="iterations (N) or minutes (e.g. 2min) between evaluations [100]")
+@click.option("--eval-every", metavar="N|Mmin", help="iterations (N) or minutes (e.g. 2min) between evaluations [100, or 2 minutes, whichever first]")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a method setting")
 @device_option
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,

@@ -14,10 +14,13 @@ def describe(iteration, seconds, losses, images_per_second, last_eval, queries=0
     text = f"it {iteration}  {loss_text}  {images_per_second:.0f} img/s  queries {queries:,}"
     if query_limit is not None:
         text += f"/{query_limit:,}"
-    if "fidelity" in last_eval:
-        text += f"  fidelity {last_eval['fidelity']:.1f}%"
+    # The figures of the last evaluation, said to be from its iteration: never shown as current.
     if "student_top1" in last_eval:
         text += f"  top-1 {last_eval['student_top1']:.1f}%"
+    if "fidelity" in last_eval:
+        text += f"  agrees with teacher {last_eval['fidelity']:.1f}%"
+    if "student_top1" in last_eval or "fidelity" in last_eval:
+        text += f" (at it {last_eval['iteration']})"
     return text
 
 

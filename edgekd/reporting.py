@@ -215,8 +215,10 @@ def _fmt(v, spec="{:.2f}") -> str:
 RUN_LABELS = {
     "method": ("method", ""), "student": ("student", ""), "iterations": ("iterations", ""),
     "wall_seconds": ("training time", " s"), "student_top1": ("student top-1 on real data", " %"),
-    "teacher_top1": ("teacher top-1 on real data", " %"), "fidelity": ("fidelity: agrees with the teacher", " %"),
-    "fidelity_on": ("fidelity measured on", ""), "teacher_queries": ("teacher queries in training", ""),
+    "teacher_top1": ("teacher top-1 on real data", " %"), "fidelity": ("fidelity: agrees with the teacher on real data", " %"),
+    "quality": ("quality without data", ""),
+    "probe_agreement": ("agrees with the teacher on its probe set (not a quality estimate)", " %"),
+    "teacher_queries": ("teacher queries in training", ""),
     "max_queries": ("query budget", ""), "teacher_queries_not_budgeted": ("teacher queries before training", ""),
     "rollbacks": ("roll-backs after NaN losses", ""), "pool_size": ("synthetic images pooled", ""),
     "augment_flip": ("mirror augmentation", ""), "device": ("trained on", ""), "precision": ("precision", ""),

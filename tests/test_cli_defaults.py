@@ -7,36 +7,39 @@ import sys
 import time
 
 import yaml
-from test_distill import assert_one_line_error, edgekd
+from test_distill import assert_one_line_error, edgekd, edgekd_here
 
 from edgekd.api import EMBEDDED_TEACHER
 
 TINY = ["--set", "batch_size=8", "--set", "student_steps=1", "--no-progress"]
 
 
-def test_student_family_names(tmp_path):
+def test_student_family_names(tmp_path, capfd):
     out = tmp_path / "run"
-    result = edgekd("distill", "--student", "mobilenet", "--iterations", 2, "--out", out, *TINY)
+    result = edgekd_here(capfd, "distill", "--student", "mobilenet", "--iterations", 2, "--out", out, *TINY)
     assert result.returncode == 0, result.stderr
     assert "student mobilenet -> mobilenet_v2 for 1x28x28" in result.stdout
     assert yaml.safe_load((out / "config.yaml").read_text())["student"] == "mobilenet_v2"
-    small, large = edgekd("students"), edgekd("students", "--input-shape", "3,224,224")
+    small, large = edgekd_here(capfd, "students"), edgekd_here(capfd, "students", "--input-shape", "3,224,224")
     assert "resnet -> resnet20" in small.stdout and "resnet -> resnet18" in large.stdout
 
 
-def test_a_typo_gets_the_closest_name(tmp_path):
+def test_a_typo_gets_the_closest_name(tmp_path, capfd):
     for args, fragment in (
             (["distill", "--student", "resnt20"], "unknown student 'resnt20'; did you mean 'resnet20'?"),
             (["distill", "--method", "condbm"], "unknown method 'condbm'; did you mean 'condbn'?"),
             (["probe", EMBEDDED_TEACHER, "--device", "nucleo-l4r5z"], "did you mean 'nucleo-l4r5zi'?")):
-        assert_one_line_error(edgekd(*args, "--out", tmp_path / "never") if args[0] == "distill" else edgekd(*args),
-                              fragment)
+        result = edgekd_here(capfd, *args, "--out", tmp_path / "never") if args[0] == "distill" \
+            else edgekd_here(capfd, *args)
+        assert_one_line_error(result, fragment)
     assert not (tmp_path / "never").exists()
 
 
-def test_export_probe_and_report_take_the_latest_run(tmp_path):
+def test_export_probe_and_report_take_the_latest_run(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+
     def here(*args):
-        return edgekd(*args, cwd=tmp_path)
+        return edgekd_here(capfd, *args)
 
     assert_one_line_error(here("export", "--onnx"), "no run under ./runs to use")
     assert here("distill", "--iterations", 3, *TINY).returncode == 0

@@ -7,16 +7,20 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
 import yaml
 
+from edgekd.cli import main
 from edgekd.data import load_dataset
-from edgekd.distillation import FLIP_AGREEMENT, flip_agreement, resolve_settings
+from edgekd.distillation import FLIP_AGREEMENT, Every, flip_agreement, resolve_settings
 from edgekd.evaluate import top1
 from edgekd.methods import METHODS
+from edgekd.progress import describe
 from edgekd.students import create_student
 from edgekd.teacher import load_teacher
 from unseen_teacher import make_unseen_mnist_teacher
@@ -37,6 +41,27 @@ def edgekd(*args, timeout=600, **kwargs):
         args = (*args, "--device", TEST_DEVICE)
     return subprocess.run([sys.executable, "-m", "edgekd.cli", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, **kwargs)
+
+
+def edgekd_here(capfd, *args):
+    """As edgekd(), but through the CLI's own main() in this process: torch is not imported
+    again, which saves seconds per command. Output is read at the file descriptors, so a library
+    that writes to fd 2 behind Python's back still breaks the one-line promise."""
+    if TEST_DEVICE and args[:1] == ("distill",) and "--resume" not in args:
+        args = (*args, "--device", TEST_DEVICE)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # main() sets both
+    capfd.readouterr()
+    try:
+        with mock.patch.object(sys, "argv", ["edgekd", *map(str, args)]), warnings.catch_warnings():
+            main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def assert_one_line_error(result, fragment):
@@ -66,17 +91,18 @@ def unseen(mnist, tmp_path_factory):
 
 
 @pytest.mark.parametrize("fmt", ["ts"])
-def test_the_commands_of_the_design_on_a_file_named_teacher_pt(unseen, tmp_path, fmt):
+def test_the_commands_of_the_design_on_a_file_named_teacher_pt(unseen, tmp_path, fmt, monkeypatch, capfd):
     """`edgekd distill teacher.pt --student mobilenet` then `edgekd export --tflite`. The other
     formats, and teachers without BatchNorm, run through every stage in test_teacher_matrix."""
     shutil.copy(unseen[fmt], tmp_path / "teacher.pt")
-    distilled = edgekd("distill", "teacher.pt", "--student", "mobilenet", "--iterations", 2, *QUICK, cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    distilled = edgekd_here(capfd, "distill", "teacher.pt", "--student", "mobilenet", "--iterations", 2, *QUICK)
     assert distilled.returncode == 0, distilled.stderr
     text = " ".join(distilled.stdout.split())
     assert "student mobilenet -> mobilenet_v2 for 1x28x28" in text
     assert f"teacher teacher.pt: {'torchscript' if fmt == 'ts' else 'torch-export' if fmt == 'pt2' else 'onnx'}" in text
     if fmt == "ts":  # the export that follows takes the run just made (the same for every format)
-        exported = edgekd("export", "--tflite", "--no-progress", cwd=tmp_path)
+        exported = edgekd_here(capfd, "export", "--tflite", "--no-progress")
         assert exported.returncode == 0, exported.stderr
         assert (tmp_path / "runs" / "teacher-mobilenet_v2-condbn" / "export" / "student.int8.tflite").is_file()
 
@@ -120,8 +146,8 @@ def test_export_constants_move_with_the_teacher(tmp_path):
     assert teacher(torch.zeros(2, 1, 8, 8, device="meta")).device.type == "meta"
 
 
-def test_teacher_info_json(unseen):
-    result = edgekd("teacher", "info", unseen["ts"], "--json")
+def test_teacher_info_json(unseen, capfd):
+    result = edgekd_here(capfd, "teacher", "info", unseen["ts"], "--json")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["format"] == "torchscript" and info["input_shape"] == [1, 28, 28]
@@ -171,9 +197,9 @@ def test_generator_step_descends_its_own_objective(method):
     assert after < before, (before, after)
 
 
-def test_distill_torchscript_end_to_end(unseen, mnist, tmp_path):
+def test_distill_torchscript_end_to_end(unseen, mnist, tmp_path, capfd):
     out = tmp_path / "run"
-    result = edgekd("distill", unseen["ts"], "--method", "auto", "--iterations", 120, "--eval-every", 40,
+    result = edgekd_here(capfd, "distill", unseen["ts"], "--method", "auto", "--iterations", 120, "--eval-every", 40,
                     "--checkpoint-every", 40, "--eval-data", mnist, "--out", out, "--no-progress")
     assert result.returncode == 0, result.stderr
     for name in ("student.pt2", "student.pt", "generator.pt", "config.yaml", "metrics.jsonl", "summary.json"):
@@ -201,21 +227,32 @@ def test_distill_torchscript_end_to_end(unseen, mnist, tmp_path):
     acc = top1(program, load_dataset(mnist, "test"), lambda v: v)
     assert abs(acc - summary["student_top1"]) < 0.01
     # `edgekd eval` reports the same figure for the student file.
-    result = edgekd("eval", out / "student.pt2", "--data", mnist, "--json")
+    result = edgekd_here(capfd, "eval", out / "student.pt2", "--data", mnist, "--json")
     assert json.loads(result.stdout)["top1"] == pytest.approx(acc, abs=0.01)
 
 
-def test_fast_trains_resumes_and_improves_on_mnist(mnist, tmp_path):
+def test_progress_line_says_which_iteration_its_figures_are_from():
+    """Evaluations come every 100 iterations or 2 minutes: a figure shown between them is the
+    last one, and says so."""
+    last_eval = {"iteration": 200, "student_top1": 9.9, "fidelity": 10.4}
+    line = describe(1753, 1080.0, {"kd": 2.27}, 314.0, last_eval)
+    assert "top-1 9.9%  agrees with teacher 10.4% (at it 200)" in line
+    assert "top-1" not in describe(1753, 1080.0, {"kd": 2.27}, 314.0, {})
+    due = Every(100, 2.0, seconds=0.0)
+    assert not due(7, 119.0) and due(8, 121.0) and not due(9, 125.0) and due(100, 130.0)
+
+
+def test_fast_trains_resumes_and_improves_on_mnist(mnist, tmp_path, capfd):
     out = tmp_path / "run"
     # Digits change class when mirrored: flips off, as the README tells users of such teachers.
     settings = ["--set", "synthesis_only=0", "--set", "inner_steps=5", "--set", "student_steps=5",
                 "--set", "augment_flip=false"]
-    first = edgekd("distill", "--method", "fast", "--iterations", 20, "--eval-every", 10, "--checkpoint-every", 10,
+    first = edgekd_here(capfd, "distill", "--method", "fast", "--iterations", 20, "--eval-every", 10, "--checkpoint-every", 10,
                    "--eval-data", mnist, "--out", out, *settings, "--no-progress")
     assert first.returncode == 0, first.stderr
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["iteration"] == 20 and len(state["ranks"][0]["method"]["bn_memory"]) == 2  # one per BatchNorm
-    second = edgekd("distill", "--resume", out, "--iterations", 60, "--no-progress")
+    second = edgekd_here(capfd, "distill", "--resume", out, "--iterations", 60, "--no-progress")
     assert second.returncode == 0, second.stderr
     assert "at iteration 20" in " ".join(second.stdout.split())
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -347,9 +384,9 @@ def test_two_processes_under_torchrun_train_checkpoint_and_resume_after_kill_9(t
     assert "Traceback" not in result.stderr
 
 
-def test_bf16_autocast_trains_on_the_cpu(tmp_path):
+def test_bf16_autocast_trains_on_the_cpu(tmp_path, capfd):
     out = tmp_path / "run"
-    result = edgekd("distill", "--iterations", 3, "--precision", "bf16", "--device", "cpu", "--out", out, *QUICK)
+    result = edgekd_here(capfd, "distill", "--iterations", 3, "--precision", "bf16", "--device", "cpu", "--out", out, *QUICK)
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["precision"] == "bf16" and summary["iterations"] == 3 and summary["device"] == "cpu"
@@ -370,9 +407,9 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert torch.load(out / "checkpoint.pt", weights_only=True)["iteration"] > 0
 
 
-def test_exploding_losses_roll_back_then_stop_with_a_clear_error(tmp_path):
+def test_exploding_losses_roll_back_then_stop_with_a_clear_error(tmp_path, capfd):
     out = tmp_path / "run"
-    result = edgekd("distill", "--iterations", 200, "--checkpoint-every", 5, "--out", out,
+    result = edgekd_here(capfd, "distill", "--iterations", 200, "--checkpoint-every", 5, "--out", out,
                     "--set", "lr_student=1e30", *QUICK)
     assert_one_line_error(result, "NaN")
     assert "rolled back" in result.stdout
@@ -446,9 +483,9 @@ class TwoOutputs(torch.nn.Module):
         return x.mean((1, 2, 3)).unsqueeze(1).repeat(1, 10), x
 
 
-def test_bad_input_gives_one_line_and_no_run_directory(tmp_path, unseen, mnist):
+def test_bad_input_gives_one_line_and_no_run_directory(tmp_path, unseen, mnist, capfd):
     for args, fragment in _bad_inputs(tmp_path, unseen, mnist):
         out = tmp_path / "never"
-        result = edgekd(*args, "--out", out, "--iterations", 1)
+        result = edgekd_here(capfd, *args, "--out", out, "--iterations", 1)
         assert_one_line_error(result, fragment)
         assert not out.exists(), args

@@ -1,7 +1,5 @@
 """edgekd export: real converters, real onnxruntime and LiteRT interpreters, small models."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +13,8 @@ from edgekd.exporter.core import export
 from edgekd.exporter.formats import plan
 from edgekd.exporter.source import load_source
 from edgekd.teacher import save_export
+from test_distill import edgekd_here
 
-REPO = Path(__file__).resolve().parents[1]
 FAST = dict(calib_size=16, synth_steps=10)
 
 
@@ -50,9 +48,8 @@ def tiny_pt2(tmp_path_factory):
     return path
 
 
-def _cli(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "edgekd.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd)
+def _cli(capfd, *args):
+    return edgekd_here(capfd, *args)
 
 
 def test_plan_checks_flags_against_the_format_table():
@@ -107,12 +104,12 @@ def test_int8_io_and_nhwc_tflite(tiny_pt2, tmp_path):
     assert results[-1]["agreement"] >= 80
 
 
-def test_run_directory_generator_calibration_and_eval_data(shared, tmp_path):
+def test_run_directory_generator_calibration_and_eval_data(shared, tmp_path, capfd):
     run = tmp_path / "run"
-    r = _cli("distill", "--iterations", "20", "--out", run, "--set", "generator_width=16", "--set", "batch_size=32",
+    r = _cli(capfd, "distill", "--iterations", "20", "--out", run, "--set", "generator_width=16", "--set", "batch_size=32",
              "--no-progress")
     assert r.returncode == 0, r.stderr
-    r = _cli("export", run, "--tflite", "--int8", "--calib-size", "32", "--eval-data", shared / "datasets/mnist",
+    r = _cli(capfd, "export", run, "--tflite", "--int8", "--calib-size", "32", "--eval-data", shared / "datasets/mnist",
              "--no-progress")
     assert r.returncode == 0, r.stderr
     report = json.loads((run / "export" / "export.json").read_text())
@@ -131,7 +128,7 @@ def test_run_directory_generator_calibration_and_eval_data(shared, tmp_path):
         assert runner.batched  # an interpreter for any batch, checked against one image at a time
         assert np.array_equal(batched, np.concatenate([runner(xi[None]) for xi in x]))
     # an existing output directory is refused, one line, exit 2
-    r = _cli("export", run, "--tflite", "--no-progress")
+    r = _cli(capfd, "export", run, "--tflite", "--no-progress")
     assert r.returncode == 2 and r.stderr.startswith("error: output directory") and "--force" in r.stderr
 
 
@@ -153,10 +150,10 @@ class NoBN(nn.Module):
         return self.fc(torch.relu(self.conv(x)).flatten(1))
 
 
-def test_model_without_batchnorm_is_calibrated_from_its_outputs(tmp_path):
+def test_model_without_batchnorm_is_calibrated_from_its_outputs(tmp_path, capfd):
     path = tmp_path / "nobn.pt2"
     save_export(NoBN().eval(), (1, 28, 28), path)
-    r = _cli("export", path, "--onnx", "--no-progress")
+    r = _cli(capfd, "export", path, "--onnx", "--no-progress")
     assert r.returncode == 0, r.stderr
     meta = json.loads((tmp_path / "nobn_export" / "export.json").read_text())
     int8 = next(a for a in meta["artifacts"] if a["precision"] == "int8")
@@ -180,12 +177,12 @@ class Odd(nn.Module):
         return self.fc(self.odd(self.conv(x).flatten(1)))
 
 
-def test_unconvertible_op_is_named_with_its_module(tmp_path):
+def test_unconvertible_op_is_named_with_its_module(tmp_path, capfd):
     path = tmp_path / "odd.pt2"
     save_export(Odd().eval(), (1, 28, 28), path)
     x = (np.random.default_rng(0).random((300, 1, 28, 28)) * 255).astype(np.uint8)
     np.savez(tmp_path / "d.npz", x=x, y=np.arange(300) % 10)
-    r = _cli("export", path, "--onnx", "--tflite", "--calib", tmp_path / "d.npz", "--calib-size", "8",
+    r = _cli(capfd, "export", path, "--onnx", "--tflite", "--calib", tmp_path / "d.npz", "--calib-size", "8",
              "--no-progress")
     assert r.returncode == 2, r.stderr
     line = r.stderr.strip()
@@ -198,17 +195,27 @@ def test_unconvertible_op_is_named_with_its_module(tmp_path):
     (["/nonexistent/model.pt2"], "not found"),
     (["BAD", "--fp16", "--onnx"], "fp16 is available for tflite only"),
 ])
-def test_bad_input_one_line(tmp_path, tiny_pt2, args, message):
+def test_bad_input_one_line(tmp_path, tiny_pt2, args, message, capfd):
     args = [str(tiny_pt2) if a == "BAD" else a for a in args]
-    r = _cli("export", *args, "--out", tmp_path / "o", "--no-progress")
+    r = _cli(capfd, "export", *args, "--out", tmp_path / "o", "--no-progress")
     assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1
     assert not (tmp_path / "o").exists()
 
 
-def test_corrupt_source(tmp_path):
+def test_graph_captured_for_batch_one_is_refused_in_one_line(tmp_path, capfd):
+    """torch.export without dynamic_shapes bakes batch 1 into the reshapes: distillation runs
+    such a teacher one sample at a time, but its converted files would take batches of one only."""
+    path = tmp_path / "static.pt2"
+    torch.export.save(torch.export.export(NoBN().eval(), (torch.zeros(1, 1, 28, 28),)), str(path))
+    r = _cli(capfd, "export", path, "--onnx", "--out", tmp_path / "o", "--no-progress")
+    assert r.returncode == 2 and "captured for batch 1 only" in r.stderr and r.stderr.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_corrupt_source(tmp_path, capfd):
     bad = tmp_path / "bad.pt2"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
-    r = _cli("export", bad, "--no-progress")
+    r = _cli(capfd, "export", bad, "--no-progress")
     assert r.returncode == 2 and r.stderr.startswith("error:") and r.stderr.count("\n") == 1
 
 

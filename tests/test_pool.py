@@ -1,19 +1,13 @@
 """The synthetic data pool: bounded with first-in-first-out eviction, stored as uint8, persisted in
 the run directory and carried across --resume, and off with pool_size=0."""
 import json
-import subprocess
-import sys
 
 import torch
+from test_distill import edgekd_here
 
 from edgekd.pool import Pool, augment
 
 QUICK = ["--set", "batch_size=16", "--set", "student_steps=2", "--set", "student_batch_size=16", "--no-progress"]
-
-
-def edgekd(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "edgekd.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def batch(first: int, n: int = 4):
@@ -62,9 +56,9 @@ def test_augment_shifts_and_flips_per_sample():
     assert cropped.shape == x.shape and not torch.equal(cropped, x)
 
 
-def test_pool_is_written_bounded_and_resumed(tmp_path):
+def test_pool_is_written_bounded_and_resumed(tmp_path, capfd):
     out = tmp_path / "run"
-    result = edgekd("distill", "--method", "bnstats", "--iterations", 10, "--eval-every", 5, "--out", out,
+    result = edgekd_here(capfd, "distill", "--method", "bnstats", "--iterations", 10, "--eval-every", 5, "--out", out,
                     "--set", "pool_size=100", *QUICK)
     assert result.returncode == 0, result.stderr
     state = torch.load(out / "pool.pt", weights_only=True)["ranks"][0]  # one process: one share
@@ -75,15 +69,15 @@ def test_pool_is_written_bounded_and_resumed(tmp_path):
     assert sum(metrics[-1]["pool_classes"]) == 100 and len(metrics[-1]["pool_classes"]) == 10
     assert json.loads((out / "summary.json").read_text())["pool_size"] == 100
 
-    result = edgekd("distill", "--resume", out, "--iterations", 15, "--no-progress")
+    result = edgekd_here(capfd, "distill", "--resume", out, "--iterations", 15, "--no-progress")
     assert result.returncode == 0, result.stderr
     assert "100 pooled images" in " ".join(result.stdout.split())
     assert torch.load(out / "pool.pt", weights_only=True)["ranks"][0]["added"] == 240  # continued, not restarted
 
 
-def test_pool_size_zero_streams(tmp_path):
+def test_pool_size_zero_streams(tmp_path, capfd):
     out = tmp_path / "run"
-    result = edgekd("distill", "--method", "bnstats", "--iterations", 4, "--out", out, "--set", "pool_size=0", *QUICK)
+    result = edgekd_here(capfd, "distill", "--method", "bnstats", "--iterations", 4, "--out", out, "--set", "pool_size=0", *QUICK)
     assert result.returncode == 0, result.stderr
     assert not (out / "pool.pt").exists()
     assert "pool_size" not in json.loads((out / "summary.json").read_text())

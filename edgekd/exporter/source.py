@@ -70,6 +70,10 @@ def load_source(path, teacher_arch=None, input_shape=None, mean=None, std=None, 
     if model.graph is None:
         raise EdgekdError(f"{path} runs only in {model.backend}, so edgekd cannot re-export it; "
                           "export the run directory of a student distilled from it")
+    if model.batch_one:  # its reshapes say 1: converters and checks run it on batches
+        raise EdgekdError(f"{path} was captured for batch 1 only, and edgekd exports graphs that take any batch: "
+                          "save it with a dynamic batch (torch.export.export(..., dynamic_shapes=...)), or "
+                          "export the run directory of a student distilled from it")
     meta = read_metadata(path)
     mean = mean if mean is not None else meta.get("mean")
     std = std if std is not None else meta.get("std")

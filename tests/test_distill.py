@@ -100,11 +100,13 @@ def test_the_commands_of_the_design_on_a_file_named_teacher_pt(unseen, tmp_path,
     assert distilled.returncode == 0, distilled.stderr
     text = " ".join(distilled.stdout.split())
     assert "student mobilenet -> mobilenet_v2 for 1x28x28" in text
+    run = tmp_path / "runs" / "teacher-mobilenet_v2-condbn"
+    assert yaml.safe_load((run / "config.yaml").read_text())["student"] == "mobilenet_v2"
     assert f"teacher teacher.pt: {'torchscript' if fmt == 'ts' else 'torch-export' if fmt == 'pt2' else 'onnx'}" in text
     if fmt == "ts":  # the export that follows takes the run just made (the same for every format)
         exported = edgekd_here(capfd, "export", "--tflite", "--no-progress")
         assert exported.returncode == 0, exported.stderr
-        assert (tmp_path / "runs" / "teacher-mobilenet_v2-condbn" / "export" / "student.int8.tflite").is_file()
+        assert (run / "export" / "student.int8.tflite").is_file()
 
 
 @pytest.mark.parametrize("fmt", ["ts", "pt2", "onnx"])

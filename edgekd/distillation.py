@@ -237,7 +237,7 @@ def smooth_noise(n: int, shape, seed: int) -> torch.Tensor:
     return F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
 
 
-def fidelity_set(teacher, config, eval_set, out: Path, device, log, ranks: Ranks = Ranks()
+def comparison_set(teacher, config, eval_set, out: Path, device, log, ranks: Ranks = Ranks()
                  ) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(teacher inputs, teacher predictions, name) the student is compared with the teacher on,
     the same for every method: the eval data when given; otherwise a probe set fixed per teacher (images
@@ -318,9 +318,9 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
         out.mkdir(parents=True, exist_ok=True)
         write_yaml(out / "config.yaml", config)
         (out / "metrics.jsonl").unlink(missing_ok=True)
-    fidelity_inputs, teacher_predictions, compared_on = fidelity_set(teacher, config, eval_set, out, device, log, ranks)
+    compared_inputs, teacher_predictions, compared_on = comparison_set(teacher, config, eval_set, out, device, log, ranks)
     if s["augment_flip"] == "auto":  # decided again, identically, on --resume
-        kept = flip_agreement(teacher, fidelity_inputs)
+        kept = flip_agreement(teacher, compared_inputs)
         s["augment_flip"] = kept >= FLIP_AGREEMENT
         log(f"augment_flip=auto: a mirrored image keeps the teacher's class {100 * kept:.0f} % of the time on "
             f"the {compared_on}, so flips are {'on' if s['augment_flip'] else 'off'}")
@@ -358,8 +358,8 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
 
     def evaluate(limit=None) -> dict:
         student.eval()
-        n = min(limit or len(fidelity_inputs), len(fidelity_inputs))
-        predicted = predictions(student, fidelity_inputs[:n])
+        n = min(limit or len(compared_inputs), len(compared_inputs))
+        predicted = predictions(student, compared_inputs[:n])
         agreement = round(100.0 * (predicted == teacher_predictions[:n]).float().mean().item(), 2)
         if eval_set is None:
             result = {"probe_agreement": agreement}

@@ -69,7 +69,7 @@ def cli():
 @click.option("--student", help="student architecture (see `edgekd students`)")
 @click.option("--method", help="see `edgekd methods`; auto (default): the best the teacher allows")
 @click.option("--recipe", type=click.Path(), help="YAML recipe with the settings of a published experiment")
-@click.option("--out", type=click.Path(), help="run directory to create (default runs/<teacher>-<student>)")
+@click.option("--out", type=click.Path(), help="run directory to create (default runs/<teacher>-<student>-<method>)")
 @click.option("--teacher-arch", help="zoo architecture of a plain state_dict teacher (e.g. resnet56)")
 @click.option("--input-shape", help="C,H,W when the teacher file does not say")
 @click.option("--trust-pickle", is_flag=True, help="allow loading a pickled module (runs code from the file)")

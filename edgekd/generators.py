@@ -21,6 +21,11 @@ class Generator(nn.Module):
 
     `num_classes > 0` makes it conditional (CGDD): the noise is multiplied by a learned embedding
     of the requested label, as in conditional GANs, so one generator can produce any chosen class.
+
+    Images larger than 32 px get more upsample + conv blocks (one per doubling), so that the
+    linear layer always projects to at most 8 x 8 pixels: at 224 px, DAFL's fixed two blocks would
+    project to 56 x 56 x width (26 million weights at width 32), and the 2x upsampling that
+    makes every pixel from its neighbours would not reach across the image.
     """
 
     source_name = "samples of the run's generator"  # what export calibration says it drew from
@@ -31,15 +36,17 @@ class Generator(nn.Module):
         channels, height, width_px = image_shape
         self.latent_dim, self.image_shape, self.num_classes = latent_dim, tuple(image_shape), num_classes
         self.output = output
-        self.init_size = ((height + 3) // 4, (width_px + 3) // 4)
+        doublings = max(2, math.ceil(math.log2(max(height, width_px) / 8)))
+        self.init_size = (-(-height // 2 ** doublings), -(-width_px // 2 ** doublings))
         self.label_embedding = nn.Embedding(num_classes, latent_dim) if num_classes else None
         self.project = nn.Linear(latent_dim, width * self.init_size[0] * self.init_size[1])
         self.width = width
         # eps=0.8 in the hidden BatchNorms is DAFL's own setting (it stabilises early training).
         self.body = nn.Sequential(
             nn.BatchNorm2d(width),
-            nn.Upsample(scale_factor=2),
-            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width, eps=0.8), nn.LeakyReLU(0.2),
+            *(layer for _ in range(doublings - 1) for layer in (
+                nn.Upsample(scale_factor=2),
+                nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width, eps=0.8), nn.LeakyReLU(0.2))),
             nn.Upsample(scale_factor=2),
             nn.Conv2d(width, width // 2, 3, padding=1), nn.BatchNorm2d(width // 2, eps=0.8),
             nn.LeakyReLU(0.2),

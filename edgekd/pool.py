@@ -8,12 +8,19 @@ teacher's logits on them and, for conditional generators, the label they were ma
 Eviction: first in, first out. Once `capacity` images are held, each new one replaces the oldest,
 because the generators improve as they train and the oldest images are the worst.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 
 from .fileio import torch_save
 
 NO_LABEL = -1
+
+
+def entry_bytes(image_shape, num_classes: int) -> int:
+    """Memory one pooled image takes: its uint8 pixels, its float32 logits, its int64 label."""
+    return math.prod(image_shape) + 4 * num_classes + 8
 
 
 class Pool:
@@ -47,8 +54,10 @@ class Pool:
 
     def state_dict(self) -> dict:
         n = len(self)
-        return {"images": self.images[:n].clone(), "logits": self.logits[:n].clone(),
-                "labels": self.labels[:n].clone(), "added": self.added}
+        # A full pool is saved as it is: a copy would double its memory for the time of the save.
+        held = (lambda t: t) if n == self.capacity else (lambda t: t[:n].clone())
+        return {"images": held(self.images), "logits": held(self.logits), "labels": held(self.labels),
+                "added": self.added}
 
     def load_state_dict(self, state: dict):
         n = len(state["images"])

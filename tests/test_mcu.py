@@ -19,6 +19,7 @@ from edgekd.probes.tflite import Op, Tensor, TFLiteModel, op_macs, read_tflite
 
 IC = "reference-models/mlperf-tiny-ic"
 MLPERF = "reference-models/mlperf-tiny"
+ZOO = "reference-models/st-model-zoo"
 MLPERF_MODELS = tuple(mcu_latency.MLPERF_MODELS.values())
 
 
@@ -88,8 +89,11 @@ def test_latency_fit_on_a_subset_of_the_table(shared, tmp_path):
                                                   "without vww": 22000.0, "without ad": 57000.0}
     errors = [e for r in result["runtimes"].values() for errs in r["leave_one_model_out"].values() for e in errs]
     assert len(errors) == 4 * 13 and result["summary"]["predictions"] == 52
-    cli_result = CliRunner().invoke(cli, ["devices", "--validate", "--published", str(subset), "--json"])
-    assert cli_result.exit_code == 0 and json.loads(cli_result.output)["summary"] == result["summary"]
+    zoo = _zoo_subset(shared, tmp_path / "zoo")
+    cli_result = CliRunner().invoke(cli, ["devices", "--validate", "--published", str(subset), "--zoo", str(zoo), "--json"])
+    assert cli_result.exit_code == 0, cli_result.output
+    output = json.loads(cli_result.output)
+    assert output["mlperf_tiny"]["summary"] == result["summary"] and set(output["st_model_zoo"]["runtimes"]) == ZOO_SUBSET
     (tmp_path / "other.csv").write_text("board,ms\nx,1\n")
     with pytest.raises(EdgekdError, match="lacks the columns benchmark, clock_mhz"):
         mcu_latency.validate(tmp_path / "other.csv", tmp_path)
@@ -97,18 +101,83 @@ def test_latency_fit_on_a_subset_of_the_table(shared, tmp_path):
 
 def test_shipped_fits_are_the_table_s(shared):
     """edgekd/assets/mcu_latency_fits.json is what `edgekd devices --validate --write` makes of
-    the published table, so the profiles and the README's errors cannot drift from it."""
+    the published tables, so the profiles and the documented errors cannot drift from it."""
     fresh = mcu_latency.validate(shared / MLPERF / "published_latency.csv", shared / MLPERF)
     shipped = json.loads(mcu_latency.FITS.read_text())
     assert shipped["runtimes"] == json.loads(json.dumps(fresh["runtimes"])) and shipped["summary"] == fresh["summary"]
+    zoo = mcu_latency.validate_zoo(shared / ZOO / "st_model_zoo_latency.csv")
+    assert shipped["st_model_zoo"]["runtimes"] == json.loads(json.dumps(zoo["runtimes"]))
+    assert shipped["st_model_zoo"]["summary"] == json.loads(json.dumps(zoo["summary"]))
     for profile in ("nucleo-l4r5zi", "stm32h7", "nucleo-u575zi-q", "ek-ra6m4", "ek-ra8d1", "nrf52840", "esp32-s3",
-                    "pcl-scepu02"):
+                    "pcl-scepu02", "stm32h747i-disco", "stm32f769i-disco", "b-u585i-iot02a"):
         for runtime in load_profile(profile)["runtimes"].values():
             mcu_latency.runtime_model(runtime)  # every fit a profile names exists
     # The RISC-V board publishes no memory sizes: its latency comes from its fit (the ResNet-8's
     # published 1,239.6 ms within the range), and whether a model fits is unknown.
     r = mcu.estimate(shared / MLPERF / "pretrainedResnet_quant.tflite", load_profile("pcl-scepu02"), "tflm")
     assert r["fits"] is None and r["latency_ms"]["low"] <= 1239.6 <= r["latency_ms"]["high"]
+
+
+ZOO_SUBSET = {"Cortex-M7 / STEdgeAI Core / 4.0.0", "Cortex-M33 / STEdgeAI Core / 4.0.0"}
+
+
+def _zoo_subset(shared, folder):
+    """The ST model zoo table's STEdgeAI 4.0.0 rows on Cortex-M7 and M33 (62 rows), the audio
+    models beside it."""
+    folder.mkdir()
+    lines = (shared / ZOO / "st_model_zoo_latency.csv").read_text().splitlines()
+    (folder / "st_model_zoo_latency.csv").write_text("\n".join(
+        [lines[0]] + [line for line in lines[1:] if "STEdgeAI Core generated C code" in line
+                      and ("Cortex-M7" in line or "Cortex-M33" in line)]) + "\n")
+    (folder / "models").symlink_to(shared / ZOO / "models")
+    return folder / "st_model_zoo_latency.csv"
+
+
+def test_rebuilt_networks_are_the_mlperf_files(shared):
+    """The ResNet v1 8 and MobileNet v1 0.25 the zoo publishes are MLPerf Tiny's image
+    classification and visual wake words networks: rebuilt from their names, they have the MACs
+    of those files per class (the wake words head has one sigmoid unit here, two there)."""
+    from edgekd.probes.architectures import rebuild
+
+    resnet = mcu_latency.layers_features(rebuild("ResNet v1 8 tfs", "32x32x3", "Cifar 10"))
+    file = mcu_latency.features(read_tflite(shared / MLPERF / "pretrainedResnet_quant.tflite"))
+    assert {c: resnet.get(c, 0) for c in mcu_latency.CLASSES} == {c: file.get(c, 0) for c in mcu_latency.CLASSES}
+    mobilenet = mcu_latency.layers_features(rebuild("MobileNet v1 0.25 fft", "96x96x3", "Person"))
+    file = mcu_latency.features(read_tflite(shared / MLPERF / "vww_96_int8.tflite"))
+    assert mobilenet["conv"] == file["conv"] and mobilenet["depthwise"] == file["depthwise"]
+    assert file["pointwise"] - mobilenet["pointwise"] == 256
+    # MobileNet v2 1.0 at 224: the 300 M multiply-adds of its paper.
+    assert round(sum(l.macs for l in rebuild("MobileNet v2 1.0", "224x224x3", "imagenet")) / 1e6) == 301
+
+
+def test_zoo_fit_on_a_subset_of_the_table(shared, tmp_path):
+    result = mcu_latency.validate_zoo(_zoo_subset(shared, tmp_path / "zoo"))
+    assert set(result["runtimes"]) == ZOO_SUBSET
+    m7, m33 = (result["runtimes"][k] for k in ("Cortex-M7 / STEdgeAI Core / 4.0.0", "Cortex-M33 / STEdgeAI Core / 4.0.0"))
+    # Depthwise convolutions are memory-bound: 3.06 cycles per MAC on the M7, 0.91 for standard ones.
+    assert m7["costs"]["depthwise"] > 3 * m7["costs"]["conv"] and min(m7["costs"].values()) >= 0
+    assert m7["shape_from"] is None and sorted(m7["leave_one_family_out"]) == [
+        "FD-MobileNet", "MobileNet v1", "MobileNet v2", "ResNet v1 (CIFAR)", "ResNet50 v2", "ST MNIST v1", "SqueezeNet 1.1"]
+    # Left out with every width and resolution of its family, MobileNet v2 is predicted from the
+    # other families: errors measured here.
+    assert [e[-1] for e in m7["leave_one_family_out"]["MobileNet v2"]] == [-4.2, -6.9, -15.1, -12.5, 0.3, 0.1]
+    # The M33 has audio networks only (two families): the M7's cost shape, scaled.
+    assert m33["shape_from"] == "Cortex-M7 / STEdgeAI Core / 4.0.0"
+    assert [e[-1] for e in m33["leave_one_board_out"]["NUCLEO-U3C5ZI-Q (Without HSP)"]] == [-6.9, -4.7, -8.6, -3.4, 16.8]
+    summary = result["summary"]["Cortex-M"]
+    assert (summary["predictions"], summary["median_abs_error_pct"], summary["max_abs_error_pct"]) == (36, 15.6, 25.3)
+    assert mcu_latency.zoo_key({"core": "Arm Cortex-M33 (STM32U3C5ZI)", "runtime": "STEdgeAI Core generated C code",
+                                "runtime_version": "4.0.0", "execution_engine": "1 CPU + HSP"}) is None
+
+
+def test_zoo_profiles(shared):
+    # The YAMNet-256 file on the B-U585I-IOT02A: published 279.99 ms (STEdgeAI 4.0.0), within the
+    # range of the runtime's cross-validated errors; the RAM figure says which runtime it is for.
+    r = mcu.estimate(shared / ZOO / "models" / "yamnet_256_64x96_tl_int8.tflite", load_profile("b-u585i-iot02a"))
+    assert r["latency_ms"]["low"] <= 279.99 <= r["latency_ms"]["high"]
+    assert "scaled by one factor" in r["calibration"]["stedgeai-4.0"] and "TensorFlow Lite Micro" in r["arena_runtime"]
+    for name in ("stm32mp157f-dk2", "stm32mp135f-dk"):
+        assert load_profile(name)["latency_model"]["int8_gmacs"] > 0
 
 
 def test_float_model_warns_and_is_slower(shared):

@@ -1,11 +1,15 @@
-"""The synthetic data pool: bounded with first-in-first-out eviction, stored as uint8, persisted in
-the run directory and carried across --resume, and off with pool_size=0."""
+"""The synthetic data pool: bounded with first-in-first-out eviction, and by bytes for large
+images, stored as uint8, persisted in the run directory and carried across --resume, and off with
+pool_size=0; a 224-pixel, 1,000-class teacher goes through distillation with its pool held by bytes."""
 import json
 
 import torch
 from test_distill import edgekd_here
+from torch import nn
 
-from edgekd.pool import Pool, augment
+from edgekd.generators import load_generators
+from edgekd.pool import Pool, augment, entry_bytes
+from edgekd.teacher import save_export
 
 QUICK = ["--set", "batch_size=16", "--set", "student_steps=2", "--set", "student_batch_size=16", "--no-progress"]
 
@@ -44,6 +48,8 @@ def test_pool_state_round_trips():
     pool.add(*batch(12))
     assert held(restored) == held(pool) == list(range(6, 16))
     assert torch.equal(restored.logits, pool.logits) and restored.added == pool.added
+    # A full pool is checkpointed without a copy of its images (a copy doubles a large pool's memory).
+    assert pool.state_dict()["images"].data_ptr() == pool.images.data_ptr()
 
 
 def test_augment_shifts_and_flips_per_sample():
@@ -82,3 +88,38 @@ def test_pool_size_zero_streams(tmp_path, capfd):
     assert not (out / "pool.pt").exists()
     assert "pool_size" not in json.loads((out / "summary.json").read_text())
     assert "pool_size" not in json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+class ImageNetSized(nn.Module):
+    """A cheap teacher with ImageNet's input and output sizes and BatchNorm: two strided convs."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 8, stride=8), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.Conv2d(8, 16, 3, stride=2), nn.BatchNorm2d(16), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 1000))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_a_224_pixel_teacher_distils_with_its_pool_bounded_by_bytes(tmp_path, capfd):
+    torch.manual_seed(0)
+    teacher = ImageNetSized()
+    with torch.no_grad():  # BatchNorm statistics of something image-like, as a trained teacher has
+        teacher.train()(torch.rand(64, 3, 224, 224))
+    save_export(teacher, (3, 224, 224), tmp_path / "imagenet_sized.pt2")
+    out = tmp_path / "run"
+    result = edgekd_here(capfd, "distill", tmp_path / "imagenet_sized.pt2", "--student", "mobilenet", "--iterations", 3,
+                         "--out", out, "--set", "pool_memory_mb=1", *QUICK)
+    assert result.returncode == 0, result.stderr
+    held_images = 2 ** 20 // entry_bytes((3, 224, 224), 1000)  # 6 images of 150,528 pixel bytes + 1,000 logits
+    assert held_images == 6
+    assert f"pool: {held_images} images of 3x224x224 fit in pool_memory_mb=1" in " ".join(result.stdout.split())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "condbn" and summary["pool_size"] == held_images
+    generator, = load_generators(out / "generator.pt")
+    images, labels = generator.sample(2)
+    assert images.shape == (2, 3, 224, 224) and labels.shape == (2,)
+    # Its linear layer projects to 7 x 7, not to a quarter of 224 (26 M weights at width 32).
+    assert generator.init_size == (7, 7) and sum(p.numel() for p in generator.parameters()) < 1_000_000

@@ -7,7 +7,7 @@ METHODS = Registry("method")
 from . import bnstats, cgdd, condbn, dafl, dafl_zo, ddad, fast, procedural, proxy  # noqa: E402,F401  (each registers itself)
 
 # `--method auto` takes the first method of its list that the teacher's access allows. The
-# orders are what the benchmarks measured (README, "Time to accuracy" and "Query-only teachers",
+# orders are what the benchmarks measured (docs/benchmarks.md, "Time to accuracy" and "Query-only teachers",
 # benchmarks/time_to_accuracy.py). condbn leads on teachers with BatchNorm. On colour images
 # (CIFAR-10) procedural comes next: after 10 minutes it had taught resnet20 30 %, bnstats, fast,
 # ddad, dafl and cgdd with the teacher's gradients 14 % or less, dafl-zo without them 10 %.

@@ -44,10 +44,14 @@ COMMON_DEFAULTS = {
     # The synthetic data pool (edgekd/pool.py): every synthesized batch is kept, up to pool_size
     # images (oldest evicted first), and student steps draw augmented batches from it.
     # 0 streams instead: each student step sees a fresh generator batch once. Streaming is the
-    # seed methods' default because it measured better within minutes (README, "The synthetic
+    # seed methods' default because it measured better within minutes (docs/distill.md, "The synthetic
     # data pool"): a generator early in training fills the pool with images it has since
     # learnt to improve on. fast, built around the pool, keeps one.
     "pool_size": 0,
+    # ... and at most this many MiB of memory (images as uint8 plus their logits): 60,000 CIFAR
+    # images take 187 MiB, but 60,000 of 224 x 224 x 3 would take 9 GB, so large inputs are held
+    # by bytes, not by count (a 1,000-class 224-px teacher: 6,900 images in 1 GiB).
+    "pool_memory_mb": 1024,
     "augment_crop": 4,  # random crop after padding by this many pixels (0: off)
     # Horizontal flip: true, false (teachers where a mirror image changes the class, such as
     # digits) or auto: on when the teacher gives a mirrored image the same class (distillation.py).

@@ -19,7 +19,7 @@ from ..pool import augment
 class ConditionalBNStats(Method):
     needs = {"gradients", "bn"}
     conditional = True
-    # Sized on the 2-core CPU (README, "Time to accuracy"): a 32-wide generator at batch 64
+    # Sized on the 2-core CPU (docs/benchmarks.md, "Time to accuracy"): a 32-wide generator at batch 64
     # made 1.4 batches a second through a ResNet-56, so 40 % of a 20-minute budget pooled 43k
     # images (the 60k bound leaves room for longer budgets); afterwards 20 student steps per
     # frozen-generator batch keep the student busy. w_label 0.1 beat 1.0 after 6 minutes on

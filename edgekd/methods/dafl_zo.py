@@ -8,7 +8,7 @@ final linear layer they are the features seen through its weights).
 Why DAFL's objective: with the teacher's exact gradients (the embedded LeNet-5, one thread,
 3 minutes), DAFL reached 91.3 % on MNIST, DAFL without its activation term 77.6 %, with the
 activation on centred logits 87.1 % (weight 0.02; 84.7 % at 0.1), and IDEAL's objective (proxy's)
-73.8 %: the image prior, not the estimate, was what held query-only distillation back (README,
+73.8 %: the image prior, not the estimate, was what held query-only distillation back (docs/benchmarks.md,
 "Query-only teachers").
 
 A teacher that answers only labels has no scores to take differences of (a label moves only
@@ -47,7 +47,7 @@ class DAFLQueries(Method):
     # DAFL's weights (dafl.py), the activation's for centred logits. zo_sigma: the forward
     # differences' step, per pixel of a random direction (images in [0, 1]).
     # votes, vote_sigma: for a teacher that answers labels, the noisy copies per image and their
-    # noise per pixel. MNIST, int8 TFLite LeNet-5, one thread, 5 minutes (README, "Query-only
+    # noise per pixel. MNIST, int8 TFLite LeNet-5, one thread, 5 minutes (docs/benchmarks.md, "Query-only
     # teachers"): 1, 2, 4, 8, 16 copies at 0.25 gave 61.7, 63.8, 71.6 (57.0 with another seed),
     # 66.3, 60.2 %; 4 copies at 0.35, 69.1 %; 8 copies at 0.15 and 0.5, 50.5 and 54.3 %.
     defaults = {"lr_generator": 1e-2, "w_onehot": 1.0, "w_entropy": 5.0, "w_activation": 0.02, "zo_sigma": 0.05,

@@ -104,4 +104,5 @@ class Fast(Method):
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        self.bn_memory = state["bn_memory"]
+        # Checkpoints are loaded onto the CPU; the statistics are blended with the device's.
+        self.bn_memory = tree_map(lambda t: t.to(self.device), state["bn_memory"])

@@ -6,7 +6,7 @@ asks the teacher for nothing but its outputs, one query per image.
 Why: on colour photographs the generators that a teacher's outputs alone can train find little.
 CIFAR-10's ResNet-56 queried through onnxruntime taught resnet20 12.2 % in 30 minutes with
 dafl-zo's generator (chance: 10 %), 34.7 % with fresh procedural images alone and 48.7 % with
-the population (README, "Query-only teachers", 2026-11-22); with the teacher's gradients, only
+the population (docs/benchmarks.md, "Query-only teachers", 2026-11-22); with the teacher's gradients, only
 condbn, which needs its BatchNorm statistics, did better there. On greyscale digits (MNIST)
 dafl-zo's generator leads (97 % after 10 minutes), so `auto` takes this method for colour
 teachers only (methods/__init__.py). Images from procedural models of natural-image statistics
@@ -52,7 +52,7 @@ class ClassPopulation(nn.Module):
     the teacher gives a class takes an empty slot of it, or, once the class is full, a random one:
     the population is a moving sample of each class, not its most confident images (kept by the
     teacher's confidence, every slot held an image the teacher was 100 % sure of after 30
-    minutes, and the student learnt less: README)."""
+    minutes, and the student learnt less: docs/benchmarks.md)."""
 
     def __init__(self, classes: int, per_class: int, image_shape):
         super().__init__()
@@ -86,7 +86,7 @@ class ClassPopulation(nn.Module):
 @METHODS.register("procedural")
 class Procedural(Method):
     needs: set = set()  # the teacher's outputs alone
-    # Measured on CIFAR-10 (README): Adam at 2e-3 decayed to zero, temperature 4 (4 and 1 gave
+    # Measured on CIFAR-10 (docs/benchmarks.md): Adam at 2e-3 decayed to zero, temperature 4 (4 and 1 gave
     # 17.3 and 17.1 % after 5 minutes at one thread). One student step per batch: every batch
     # the student sees comes from generator_step, which keeps the population. population_share:
     # the part of each batch that is children of the population (0.75 and 0.5 measured alike,

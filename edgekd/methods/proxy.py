@@ -12,7 +12,7 @@ labels).
 
 `auto` picks dafl-zo instead, for teachers that answer scores and labels alike: on the int8
 TFLite LeNet-5 answering labels only, proxy's student stayed at chance (10.25 % after 5 minutes
-at one thread) where dafl-zo's reached 57-72 % (README, "Query-only teachers")."""
+at one thread) where dafl-zo's reached 57-72 % (docs/benchmarks.md, "Query-only teachers")."""
 import torch
 import torch.nn.functional as F
 
@@ -35,7 +35,7 @@ class StudentProxy(Method):
         # direction); 0 turns it off. On MNIST (int8 TFLite LeNet-5, 2 minutes, one thread) a
         # random direction alone raised the student from 43 % to 59-71 % (weights 1 and 5) for
         # twice the queries; adding the student's gradient as a direction, 57 % -> 71 % after
-        # 5 minutes (README); weight 20 did worse (64 %).
+        # 5 minutes (docs/benchmarks.md); weight 20 did worse (64 %).
         "w_teacher": 5.0, "zo_sigma": 0.05,
         "pool_size": 60000, "student_steps": 5, "student_optimizer": "sgd", "lr_student": 0.1,
         "weight_decay": 5e-4, "lr_schedule": "cosine", "clip_grad_norm": 5.0,

@@ -23,19 +23,22 @@ def _size(n) -> str:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @click.option("--validate", is_flag=True,
-              help="fit the microcontroller latency models on published MLPerf Tiny results and print "
+              help="fit the latency models on published MLPerf Tiny and ST model zoo results and print "
                    "their cross-validated errors")
 @click.option("--published", type=click.Path(exists=True, dir_okay=False),
               help="published_latency.csv [$EDGEKD_DATA/reference-models/mlperf-tiny/]; the four models beside it")
-@click.option("--write", is_flag=True, help="with --validate: store the fits edgekd ships (edgekd/assets)")
-def devices(as_json, validate, published, write):
+@click.option("--zoo", type=click.Path(exists=True, dir_okay=False),
+              help="st_model_zoo_latency.csv [$EDGEKD_DATA/reference-models/st-model-zoo/]; its models/ beside it")
+@click.option("--write", is_flag=True, help="with --validate: store the fits edgekd ships (edgekd/assets) and "
+                                            "the tables (benchmarks/results/device_validation.json)")
+def devices(as_json, validate, published, zoo, write):
     """List the device profiles probe knows (devices/*.yaml)."""
     from ..devices import list_profiles
 
     if validate:
-        return _validate(published, as_json, write)
-    if write or published:
-        raise EdgekdError("--published and --write go with --validate")
+        return _validate(published, zoo, as_json, write)
+    if write or published or zoo:
+        raise EdgekdError("--published, --zoo and --write go with --validate")
     profiles = list_profiles()
     if as_json:
         click.echo(json.dumps(profiles))
@@ -53,39 +56,78 @@ def devices(as_json, validate, published, write):
     console.print(table)
 
 
-def _validate(published, as_json, write):
+def _validate(published, zoo, as_json, write):
+    import datetime
     from pathlib import Path
 
     from ..api import data_root
     from ..fileio import write_json
-    from .mcu_latency import FITS, validate
+    from .mcu_latency import FITS, VALIDATION, validate, validate_zoo
 
-    csv_path = Path(published or data_root() / "reference-models/mlperf-tiny/published_latency.csv")
-    if not csv_path.is_file():
-        raise EdgekdError(f"{csv_path} not found: give --published PATH/published_latency.csv (from ../shared)")
-    result = validate(csv_path, csv_path.parent)
+    paths = {}
+    for name, given, default in (("published_latency.csv", published, "mlperf-tiny/published_latency.csv"),
+                                 ("st_model_zoo_latency.csv", zoo, "st-model-zoo/st_model_zoo_latency.csv")):
+        paths[name] = Path(given or data_root() / "reference-models" / default)
+        if not paths[name].is_file():
+            raise EdgekdError(f"{paths[name]} not found: give its path (from ../shared) with --published or --zoo")
+    result = {"mlperf_tiny": validate(paths["published_latency.csv"], paths["published_latency.csv"].parent),
+              "st_model_zoo": validate_zoo(paths["st_model_zoo_latency.csv"])}
     if write:
         write_json(FITS, {"source": "published_latency.csv of ../shared/reference-models/mlperf-tiny",
-                          "runtimes": result["runtimes"], "summary": result["summary"]})
+                          "runtimes": result["mlperf_tiny"]["runtimes"], "summary": result["mlperf_tiny"]["summary"],
+                          "st_model_zoo": {"source": "st_model_zoo_latency.csv of ../shared/reference-models/st-model-zoo",
+                                           **result["st_model_zoo"]}})
+        write_json(VALIDATION, {"date": datetime.date.today().isoformat(),
+                                "command": "edgekd devices --validate --write", **result})
     if as_json:
         click.echo(json.dumps(result))
         return
-    table = Table(title="latency models: error % predicting each network left out of the fit "
+    _mlperf_table(result["mlperf_tiny"])
+    _zoo_table(result["st_model_zoo"])
+    if write:
+        console.print(f"wrote {FITS} and {VALIDATION}")
+
+
+def _errors(errs) -> str:
+    return ", ".join(f"{e:+.0f}" for e in errs)
+
+
+def _mlperf_table(result):
+    table = Table(title="MLPerf Tiny: error % predicting each network left out of the fit "
                         "(leave-one-model-out) and each board left out (leave-one-board-out)")
     for col in ("core / runtime / version", "ic", "kws", "vww", "ad", "boards out"):
         table.add_column(col, justify="left" if col.startswith("core") else "right")
     for key, r in result["runtimes"].items():
         lomo = r["leave_one_model_out"]
-        cells = [", ".join(f"{e:+.0f}" for e in lomo[b]) if b in lomo else "-" for b in ("ic", "kws", "vww", "ad")]
-        lobo = "; ".join(f"{board}: {', '.join(f'{e:+.0f}' for e in errs)}" for board, errs in r["leave_one_board_out"].items())
+        cells = [_errors(lomo[b]) if b in lomo else "-" for b in ("ic", "kws", "vww", "ad")]
+        lobo = "; ".join(f"{board}: {_errors(errs)}" for board, errs in r["leave_one_board_out"].items())
         table.add_row(escape(key), *cells, escape(lobo) or "-")
     console.print(table)
     s = result["summary"]
     console.print(f"{s['target_runtimes']}: {s['predictions']} leave-one-model-out predictions, median |error| "
                   f"{s['median_abs_error_pct']} %, largest {s['max_abs_error_pct']} %, "
                   f"{s['within_40_pct']} within 40 %")
-    if write:
-        console.print(f"wrote {FITS}")
+
+
+def _zoo_table(result):
+    table = Table(title="ST model zoo: error % predicting each architecture family left out of the fit (all its "
+                        "widths and resolutions; leave-one-family-out) and each board left out")
+    for col in ("core / runtime / version", "family", "left out: error % per network", "boards out"):
+        table.add_column(col)
+    for key, r in result["runtimes"].items():
+        name = key + (f" (cost shape of {r['shape_from']}, scaled)" if r["shape_from"] else "")
+        lobo = "; ".join(f"{board}: {_errors(e[-1] for e in errs)}" for board, errs in r["leave_one_board_out"].items())
+        for i, (family, errs) in enumerate(r["leave_one_family_out"].items()):
+            table.add_row(escape(name) if i == 0 else "", escape(family), _errors(e[-1] for e in errs),
+                          escape(lobo) if i == 0 and lobo else "")
+    console.print(table)
+    for core, s in result["summary"].items():
+        if not s:
+            continue
+        worst = "; ".join(f"{fam} {e[-1]:+.0f} ({e[0]}, {e[1]})" for fam, e in s["worst_per_family"].items())
+        console.print(f"{core}: {s['predictions']} leave-one-family-out predictions, median |error| "
+                      f"{s['median_abs_error_pct']} %, largest {s['max_abs_error_pct']} %, {s['within_40_pct']} "
+                      f"within 40 %; worst per family: " + escape(worst))
 
 
 def _range(text):

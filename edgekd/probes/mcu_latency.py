@@ -1,4 +1,5 @@
-"""Microcontroller latency models fitted on published MLPerf Tiny results.
+"""Latency models fitted on published MLPerf Tiny results and on ST's model zoo (validate_zoo,
+below: Cortex-M7, M33 and A7, many networks per runtime, rebuilt by architectures.py).
 
 A model's cycles on one (core, runtime, version) are
 
@@ -24,6 +25,7 @@ what is left out is left out of the per-op fit too, in every runtime.
 import csv
 import functools
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -46,21 +48,28 @@ MLPERF_MODELS = {"ic": "pretrainedResnet_quant.tflite", "kws": "kws_ref_model.tf
 FITTED_RUNTIMES = ("TensorFlow Lite Micro", "X-CUBE-AI")
 TARGET_CORES = ("Cortex-M4F", "Cortex-M7", "Cortex-M33")  # the issue's accuracy target covers these
 FITS = Path(__file__).resolve().parents[1] / "assets" / "mcu_latency_fits.json"
+VALIDATION = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "device_validation.json"
 
 
-def op_features(model, op) -> dict:
-    """The work of one op in the model's terms: MACs of its class and output elements."""
-    if op.name in FREE_OPS:
+def layer_features(name: str, outputs: int, macs: int, kernel: tuple) -> dict:
+    """The work of one op: MACs of its class and output elements (`kernel`: a convolution's
+    (kh, kw)). Shared by .tflite files (op_features) and rebuilt networks (architectures)."""
+    if name in FREE_OPS:
         return {}
-    macs = op_macs(model, op)
-    feats = {"outputs": model.tensors[op.outputs[0]].elements} if op.outputs else {}
-    if op.name == "DEPTHWISE_CONV_2D":
+    feats = {"outputs": outputs}
+    if name == "DEPTHWISE_CONV_2D":
         feats["depthwise"] = macs
-    elif op.name in ("CONV_2D", "TRANSPOSE_CONV") and model.tensors[op.inputs[1]].shape[1:3] != (1, 1):
+    elif name in ("CONV_2D", "TRANSPOSE_CONV") and tuple(kernel) != (1, 1):
         feats["conv"] = macs
     elif macs:
         feats["pointwise"] = macs
     return feats
+
+
+def op_features(model, op) -> dict:
+    kernel = model.tensors[op.inputs[1]].shape[1:3] if op.name in ("CONV_2D", "TRANSPOSE_CONV") else ()
+    outputs = model.tensors[op.outputs[0]].elements if op.outputs else 0
+    return layer_features(op.name, outputs, op_macs(model, op), kernel)
 
 
 def op_cycles(model, op, costs: dict) -> float:
@@ -68,12 +77,21 @@ def op_cycles(model, op, costs: dict) -> float:
     return work * (FLOAT32_FACTOR if op_precision(model, op) == "float32" else 1.0) + costs["per_op"]
 
 
-def features(model) -> dict:
-    total = defaultdict(float, ops=len(model.ops))
-    for op in model.ops:
-        for key, value in op_features(model, op).items():
+def _total(per_op: list, ops: int) -> dict:
+    total = defaultdict(float, ops=ops)
+    for feats in per_op:
+        for key, value in feats.items():
             total[key] += value
     return dict(total)
+
+
+def features(model) -> dict:
+    return _total([op_features(model, op) for op in model.ops], len(model.ops))
+
+
+def layers_features(layers) -> dict:
+    """features() of a network rebuilt by edgekd.probes.architectures."""
+    return _total([layer_features(layer.name, layer.outputs, layer.macs, layer.kernel) for layer in layers], len(layers))
 
 
 def _row(feats: dict) -> np.ndarray:
@@ -201,9 +219,164 @@ def validate(csv_path, models_dir) -> dict:
     return {"runtimes": runtimes, "summary": summary}
 
 
+# --- ST model zoo: many networks per runtime, fitted freely and left out a family at a time ---
+
+# Rows fitted: the CPU rows of these cores (not the NPU/GPU rows, nor those using the U3C5's HSP
+# accelerator); the runtimes named as the table names them (STM32Cube.AI is X-CUBE-AI's code
+# generator, kept apart from MLPerf Tiny's X-CUBE-AI fits: on the same Cortex-M7 and version 8.1.0
+# the zoo's MobileNet v1 0.25 at 96x96 takes 12.9 M cycles, MLPerf Tiny's 8.3 M).
+ZOO_CORES = ("Cortex-M7", "Cortex-M33", "Cortex-A7")
+ZOO_RUNTIMES = {"STM32Cube.AI": "STM32Cube.AI", "STEdgeAI": "STEdgeAI Core", "TensorFlow Lite": "TensorFlow Lite"}
+MIN_FAMILIES = 3  # a runtime published on fewer families takes its cost shape from another core
+# The audio models in ../shared (v2.0.1 files); the v4.1 rows name retrained files of the same
+# architecture (the same published weight sizes), not redistributed, so these stand in for them.
+ZOO_FILES = {"miniresnet1stack": "miniresnet_1stacks_64x50_tl_int8.tflite",
+             "miniresnet2stack": "miniresnet_2stacks_64x50_tl_int8.tflite",
+             "miniresnetv21stack": "miniresnetv2_1stacks_64x50_tl_int8.tflite",
+             "miniresnetv22stack": "miniresnetv2_2stacks_64x50_tl_int8.tflite",
+             "yamnet256": "yamnet_256_64x96_tl_int8.tflite"}
+COSTS = (*CLASSES, "per_output", "per_op")
+
+
+def zoo_key(row: dict) -> str | None:
+    """'core / runtime / version' of a table row, or None for rows not fitted. A TFLite row's
+    version names X-LINUX-AI and the threads (the MP157 runs two, the MP135 has one core)."""
+    core = re.search(r"Cortex-[AM]\d+", row["core"])
+    runtime = next((name for prefix, name in ZOO_RUNTIMES.items() if row["runtime"].startswith(prefix)), None)
+    if not core or core.group(0) not in ZOO_CORES or not runtime or "HSP" in row["execution_engine"] \
+            or not row["runtime_version"]:
+        return None
+    version = row["runtime_version"]
+    if runtime == "TensorFlow Lite":
+        threads = re.match(r"(\d) CPU", row["execution_engine"])
+        if not threads:
+            return None
+        version = f"{version.replace('TFLite ', '')}, {threads.group(1)} thread{'s' if threads.group(1) != '1' else ''}"
+    return f"{core.group(0)} / {runtime} / {version}"
+
+
+def zoo_published(csv_path) -> dict:
+    """{runtime key: [(family, network, board, clock MHz, cycles, features)]} for the rows of
+    ST's model zoo table (st_model_zoo_latency.csv) whose network edgekd rebuilds or reads."""
+    from .architectures import family, rebuild
+
+    models_dir = Path(csv_path).parent / "models"
+    table = defaultdict(list)
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"model", "resolution", "dataset", "board", "core", "clock_mhz", "runtime", "runtime_version",
+                   "execution_engine", "latency_ms"} - set(reader.fieldnames or [])
+        if missing:
+            raise EdgekdError(f"{csv_path} lacks the columns {', '.join(sorted(missing))} of st_model_zoo_latency.csv")
+        for row in reader:
+            key, fam = zoo_key(row), family(row["model"])
+            if key is None or fam is None:
+                continue
+            file = ZOO_FILES.get(re.sub(r"\s", "", row["model"].lower()).rstrip("s"))
+            feats = features(read_tflite(models_dir / file)) if file else \
+                layers_features(rebuild(row["model"], row["resolution"], row["dataset"]))
+            mhz = float(row["clock_mhz"])
+            table[key].append((fam, f"{row['model']} {row['resolution']}", row["board"], mhz,
+                               float(row["latency_ms"]) * mhz * 1e3, feats))
+    return dict(table)
+
+
+def fit_free(samples: list) -> dict:
+    """Costs of a runtime published on many networks: every cost, cycles per op included, by
+    non-negative least squares on relative error (columns scaled so none dominates the solver)."""
+    from scipy.optimize import nnls
+
+    a = np.array([[*_row(f), f.get("ops", 0)] for f, _ in samples]) / np.array([[c] for _, c in samples])
+    scale = a.max(axis=0)
+    scale[scale == 0] = 1
+    solution = nnls(a / scale, np.ones(len(samples)))[0] / scale
+    return {c: round(float(v), 4) for c, v in zip(COSTS, solution)}
+
+
+def fit_scaled(samples: list, shape: dict) -> dict:
+    """Another runtime's costs times the one factor that best fits these samples (relative error)."""
+    ratios = np.array([cycles(shape, f) / c for f, c in samples])
+    factor = float(ratios.sum() / (ratios ** 2).sum())
+    return {c: round(v * factor, 4) for c, v in shape.items()}
+
+
+def validate_zoo(csv_path) -> dict:
+    """Fits every runtime of ST's model zoo table and cross-validates it: leave-one-family-out
+    (every width and resolution of an architecture family left out together) and
+    leave-one-board-out where a runtime has several boards. A runtime with fewer than
+    MIN_FAMILIES families takes the cost shape of the same runtime and version on the core with
+    most families, scaled by one factor fitted on its own rows ("shape_from"); what is left out
+    is left out of that shape's fit too. Errors are (predicted - published) / published, in %."""
+    table = zoo_published(csv_path)
+    families = {key: {row[0] for row in rows} for key, rows in table.items()}
+
+    def donor(key):
+        core, rest = key.split(" / ", 1)
+        others = [k for k in table if k.split(" / ", 1)[1] == rest and k != key and len(families[k]) >= MIN_FAMILIES]
+        return max(others, key=lambda k: len(families[k]), default=None)
+
+    fitted_keys = [key for key in sorted(table) if len(families[key]) >= MIN_FAMILIES or donor(key)]
+
+    def fitted(keep) -> dict:
+        """Every runtime's costs from its rows `keep` accepts (none where what is kept cannot
+        fit it: a free fit needs MIN_FAMILIES families, a scaled one its shape's fit)."""
+        kept = {key: [row for row in table[key] if keep(row)] for key in fitted_keys}
+        free = {key: fit_free([(row[5], row[4]) for row in rows]) for key, rows in kept.items()
+                if len(families[key]) >= MIN_FAMILIES and len({row[0] for row in rows}) >= MIN_FAMILIES}
+        return {**free, **{key: fit_scaled([(row[5], row[4]) for row in rows], free[donor(key)])
+                           for key, rows in kept.items() if rows and len(families[key]) < MIN_FAMILIES
+                           and donor(key) in free}}
+
+    def errors(costs, rows) -> list:
+        return [[name, board, round(100 * (cycles(costs, feats) / c - 1), 1)] for _, name, board, _, c, feats in rows]
+
+    all_families = sorted({fam for key in fitted_keys for fam in families[key]})
+    without_family = {fam: fitted(lambda row, fam=fam: row[0] != fam) for fam in all_families}
+    boards = sorted({row[2] for key in fitted_keys for row in table[key]})
+    without_board = {board: fitted(lambda row, board=board: row[2] != board) for board in boards}
+    full = fitted(lambda row: True)
+    runtimes = {}
+    for key in fitted_keys:
+        rows = table[key]
+        lofo = {fam: errors(without_family[fam][key], [r for r in rows if r[0] == fam])
+                for fam in sorted(families[key]) if key in without_family[fam]}
+        key_boards = sorted({r[2] for r in rows})
+        lobo = {board: errors(without_board[board][key], [r for r in rows if r[2] == board])
+                for board in key_boards if len(key_boards) > 1 and key in without_board[board]}
+        spread = [e[-1] for held in (lofo, lobo) for errs in held.values() for e in errs]
+        runtimes[key] = {
+            "costs": full[key],
+            "fitted_on": sorted({f"ST model zoo {board} at {mhz:g} MHz" for _, _, board, mhz, _, _ in rows}),
+            "benchmarks": sorted(families[key]),
+            "shape_from": None if len(families[key]) >= MIN_FAMILIES else donor(key),
+            "leave_one_family_out": lofo, "leave_one_board_out": lobo,
+            "error_range_pct": [min(spread), max(spread)] if spread else None,
+        }
+    return {"runtimes": runtimes, "summary": {core: _zoo_summary(runtimes, core) for core in ("Cortex-M", "Cortex-A")}}
+
+
+def _zoo_summary(runtimes: dict, core: str) -> dict:
+    """Median and largest |error| of the leave-one-family-out predictions on `core` runtimes,
+    and each family's worst."""
+    errs = [(fam, e) for key, r in runtimes.items() if key.startswith(core)
+            for fam, rows in r["leave_one_family_out"].items() for e in rows]
+    if not errs:
+        return {}
+    absolute = np.abs([e[-1] for _, e in errs])
+    worst = {}
+    for fam, e in errs:
+        if abs(e[-1]) > abs(worst.get(fam, [0])[-1]):
+            worst[fam] = e
+    return {"predictions": len(errs), "median_abs_error_pct": round(float(np.median(absolute)), 1),
+            "max_abs_error_pct": round(float(absolute.max()), 1), "within_40_pct": int((absolute <= 40).sum()),
+            "worst_per_family": dict(sorted(worst.items()))}
+
+
 @functools.cache
 def load_fits() -> dict:
-    return json.loads(FITS.read_text())["runtimes"]
+    """The shipped fits of both tables, by runtime key (the two tables' keys differ)."""
+    fits = json.loads(FITS.read_text())
+    return {**fits["runtimes"], **fits.get("st_model_zoo", {}).get("runtimes", {})}
 
 
 def runtime_model(runtime: dict) -> dict:
@@ -219,6 +392,8 @@ def runtime_model(runtime: dict) -> dict:
     if "borrow" in runtime:
         return {"costs": f["costs"], "error_range_pct": None, "calibration": runtime["calibration"]}
     text = f"fitted on {'; '.join(f['fitted_on'])} ({', '.join(f['benchmarks'])})"
+    if f.get("shape_from"):
+        text += f", the cost shape of {f['shape_from']} scaled by one factor"
     if f["error_range_pct"]:
         low, high = f["error_range_pct"]
         text += f"; cross-validated error {low:+.0f} to {high:+.0f} %"

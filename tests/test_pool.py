@@ -3,6 +3,7 @@ images, stored as uint8, persisted in the run directory and carried across --res
 pool_size=0; a 224-pixel, 1,000-class teacher goes through distillation with its pool held by bytes."""
 import json
 
+import numpy as np
 import torch
 from test_distill import edgekd_here
 from torch import nn
@@ -109,9 +110,12 @@ def test_a_224_pixel_teacher_distils_with_its_pool_bounded_by_bytes(tmp_path, ca
     with torch.no_grad():  # BatchNorm statistics of something image-like, as a trained teacher has
         teacher.train()(torch.rand(64, 3, 224, 224))
     save_export(teacher, (3, 224, 224), tmp_path / "imagenet_sized.pt2")
+    # A few labelled images to compare on: without them the probe set is inverted from the
+    # teacher, 128 images at 224 px (20 s here; benchmarks/large_inputs.py measures that path).
+    np.savez(tmp_path / "eval.npz", x=torch.rand(8, 3, 224, 224).numpy(), y=np.arange(8))
     out = tmp_path / "run"
     result = edgekd_here(capfd, "distill", tmp_path / "imagenet_sized.pt2", "--student", "mobilenet", "--iterations", 3,
-                         "--out", out, "--set", "pool_memory_mb=1", *QUICK)
+                         "--eval-data", tmp_path / "eval.npz", "--out", out, "--set", "pool_memory_mb=1", *QUICK)
     assert result.returncode == 0, result.stderr
     held_images = 2 ** 20 // entry_bytes((3, 224, 224), 1000)  # 6 images of 150,528 pixel bytes + 1,000 logits
     assert held_images == 6

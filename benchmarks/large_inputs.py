@@ -47,19 +47,10 @@ from edgekd.teacher import save_export
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("EDGEKD_DATA", ROOT.parent / "shared"))
+sys.path.insert(0, str(ROOT / "tests"))
+from shared_teachers import Normalised  # noqa: E402
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 SIZE = 224
-
-
-class Normalised(torch.nn.Module):
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, -1, 1, 1))
-
-    def forward(self, x):
-        return self.net((x - self.mean) / self.std)
 
 
 @torch.no_grad()
@@ -68,7 +59,7 @@ def make_teacher(name: str, path: Path, images: int = 512) -> None:
     `images` upsampled CIFAR-10 test images (momentum None: a plain mean), saved as a .pt2 that
     takes images in [0, 1]."""
     torch.manual_seed(0)
-    net = Normalised(getattr(torchvision.models, name)(num_classes=1000))
+    net = Normalised(getattr(torchvision.models, name)(num_classes=1000), IMAGENET_MEAN, IMAGENET_STD)
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.reset_running_stats()

@@ -295,11 +295,12 @@ def distill(teacher: Teacher, config: dict, out: Path, eval_set=None, resume: bo
     to_model, to_pixels = normaliser(config), normaliser(config, inverse=True)
     pool = None
     if s["pool_size"]:  # each rank holds its share, so that the machine holds pool_memory_mb in all
+        asked = -(-s["pool_size"] // ranks.world)
         fits = s["pool_memory_mb"] * 2 ** 20 // (entry_bytes(teacher.input_shape, teacher.num_classes) * ranks.world)
-        capacity = min(-(-s["pool_size"] // ranks.world), fits)
+        capacity = min(asked, fits)
         if capacity < 1:
             raise EdgekdError(f"pool_memory_mb={s['pool_memory_mb']} holds no {c}x{h}x{w} image; raise it")
-        if capacity < -(-s["pool_size"] // ranks.world) and ranks.main:
+        if capacity < asked and ranks.main:
             log(f"pool: {capacity * ranks.world:,} images of {c}x{h}x{w} fit in pool_memory_mb={s['pool_memory_mb']} "
                 f"(pool_size={s['pool_size']:,} asked for more)")
         pool = Pool(capacity, teacher.input_shape, teacher.num_classes)

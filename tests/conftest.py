@@ -1,7 +1,14 @@
 import os
 from pathlib import Path
 
-import pytest
+# Under pytest-xdist (`-n 2`, as the README runs the suite) each worker, and every edgekd process
+# it starts, takes its share of the cores instead of all of them. Set before torch is imported,
+# which reads it once.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
+import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -162,9 +162,11 @@ def test_query_budget_holds_across_kill_9_and_resume(tmp_path):
     assert budget - 3 < summary["teacher_queries"] <= budget and summary["iterations"] == 600  # the student went on
     # What the teacher really answered: training's queries, plus what each process asked before
     # training (the same in both: the loader's probe, the probe set's labels, the flip test),
-    # which the budget does not cover.
+    # which the budget does not cover. The ledger counts a call before it is made, so the kill
+    # can leave one call counted and never asked: at most the 2 x 16 images of the forward
+    # differences, on top of the remainder under 3 that no image fits in.
     training = queries_logged(log) - 2 * summary["teacher_queries_not_budgeted"]
-    assert budget - 2 * 16 < training <= budget
+    assert budget - 3 - 2 * 16 < training <= budget
     config = (out / "config.yaml").read_text()
     assert "output: probabilities" in config and "format: callable" in config
 

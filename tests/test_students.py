@@ -6,8 +6,6 @@ from torch import nn
 from edgekd.errors import EdgekdError
 from edgekd.students import STUDENTS, create_student, describe_students
 
-torch.set_num_threads(2)
-
 CIFAR_MEAN = (0.485, 0.456, 0.406)
 CIFAR_STD = (0.229, 0.224, 0.225)
 

@@ -216,7 +216,7 @@ def mcu_arena(stem: str, data: dict, doc: Doc) -> str:
 # ---------------------------------------------------------------- device estimates against published figures
 
 
-TABLE_NAMES = {"mlperf_tiny": "MLPerf Tiny", "st_model_zoo": "ST model zoo"}
+TABLE_NAMES = {"mlperf_tiny": "MLPerf Tiny", "st_model_zoo": "ST model zoo", "boards": "application-class boards'"}
 
 
 def validation_sets(data: dict) -> list[tuple[str, dict]]:

@@ -259,3 +259,23 @@ def test_tflite_micro_fails_at_init_without_a_kernel(shared, tflm, tmp_path):
         mcu.measured_arena(path)
     r = mcu.estimate(path, load_profile("nucleo-l4r5zi"))
     assert not r["fits"] and r["unsupported_ops"][0]["op"] == "UNIQUE" and r["arena_source"] == "estimated"
+
+
+def test_board_profiles_hold_the_costs_fitted_on_published_figures(shared):
+    """The Raspberry Pi 4's latency_model is what `edgekd devices --validate` fits on its published
+    figures, and a cost per op predicts the networks left out better than a rate alone; the
+    Raspberry Pi 5 takes those costs halved, as its calibration says."""
+    from edgekd.probes.estimate import fit_boards
+
+    fits = fit_boards(shared / "reference-models/mlperf-tiny/published_latency.csv")
+    pi4, pi5 = (load_profile(name)["latency_model"] for name in ("raspberry-pi-4", "raspberry-pi-5"))
+    for precision, short in (("int8", "int8"), ("float32", "float32")):
+        fit = fits["runtimes"][f"raspberry-pi-4 / {precision}"]
+        assert pi4[f"{short}_gmacs"] == fit["costs"]["gmacs"] and pi4[f"{short}_us_per_op"] == fit["costs"]["us_per_op"]
+        assert pi5[f"{short}_gmacs"] == pytest.approx(2 * fit["costs"]["gmacs"], abs=1e-3)
+        assert pi5[f"{short}_us_per_op"] == pytest.approx(fit["costs"]["us_per_op"] / 2, abs=1e-3)
+        low, high = fit["error_range_pct"]
+        assert f"{precision} {low:+.0f} to {high:+.0f} %" in pi4["calibration"]
+    assert len(fits["runtimes"]["raspberry-pi-4 / int8"]["fitted_on"]) == 5  # four MLPerf Tiny networks + MobileNetV2
+    summary = fits["summary"]
+    assert summary["median_abs_error_pct"] < summary["rate_alone_median_abs_error_pct"] / 2

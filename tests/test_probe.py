@@ -112,10 +112,12 @@ def test_onnx_on_host_matches_numpy(tmp_path, shared):
 
 def test_unreachable_board_is_estimated(int8_model):
     r = probe(int8_model, load_profile("raspberry-pi-4"), ProbeOptions())
-    assert r["source"] == "estimated" and r["latency_ms"]["estimate"] > 0 and "26.4 ms" in r["calibration"]
-    # MLPerf Tiny v0.5 published this model on a Raspberry Pi 4 (LEIP, int8): 1.07355 ms; the
-    # calibration text states that check, +2 %.
-    assert abs(r["latency_ms"]["estimate"] / 1.07355 - 1) < 0.05 and "ResNet-8 +2 %" in r["calibration"]
+    assert r["source"] == "estimated" and "26.4 ms" in r["calibration"] and "median 24 %" in r["calibration"]
+    # MLPerf Tiny v0.5 published this model on a Raspberry Pi 4 (LEIP, int8): 1.07355 ms. The
+    # profile's costs, fitted on it and four other networks, give 1.26 ms (+17 %); a rate alone
+    # (MobileNetV2's MACs per second) gave 1.10 ms here and missed the other small networks by
+    # 45 to 88 %.
+    assert r["latency_ms"]["estimate"] == pytest.approx(1.26, abs=0.01)
 
 
 # ---------------------------------------------------------------- a real sshd on 127.0.0.1

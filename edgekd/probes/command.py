@@ -62,6 +62,7 @@ def _validate(published, zoo, as_json, write):
 
     from ..api import data_root
     from ..fileio import write_json
+    from .estimate import fit_boards
     from .mcu_latency import FITS, VALIDATION, validate, validate_zoo
 
     paths = {}
@@ -71,7 +72,8 @@ def _validate(published, zoo, as_json, write):
         if not paths[name].is_file():
             raise EdgekdError(f"{paths[name]} not found: give its path (from ../shared) with --published or --zoo")
     result = {"mlperf_tiny": validate(paths["published_latency.csv"], paths["published_latency.csv"].parent),
-              "st_model_zoo": validate_zoo(paths["st_model_zoo_latency.csv"])}
+              "st_model_zoo": validate_zoo(paths["st_model_zoo_latency.csv"]),
+              "boards": fit_boards(paths["published_latency.csv"])}
     if write:
         write_json(FITS, {"source": "published_latency.csv of ../shared/reference-models/mlperf-tiny",
                           "runtimes": result["mlperf_tiny"]["runtimes"], "summary": result["mlperf_tiny"]["summary"],
@@ -84,6 +86,7 @@ def _validate(published, zoo, as_json, write):
         return
     _mlperf_table(result["mlperf_tiny"])
     _zoo_table(result["st_model_zoo"])
+    _boards_table(result["boards"])
     if write:
         console.print(f"wrote {FITS} and {VALIDATION}")
 
@@ -128,6 +131,28 @@ def _zoo_table(result):
         console.print(f"{core}: {s['predictions']} leave-one-family-out predictions, median |error| "
                       f"{s['median_abs_error_pct']} %, largest {s['max_abs_error_pct']} %, {s['within_40_pct']} "
                       f"within 40 %; worst per family: " + escape(worst))
+
+
+def _boards_table(result):
+    if not result["runtimes"]:
+        return
+    table = Table(title="Application-class boards (latency_model of their profiles): error % predicting each "
+                        "published figure from the others (leave-one-model-out)")
+    for col in ("profile / precision", "cost per MAC and per op", "a rate alone", "fitted costs"):
+        table.add_column(col)
+    for key, r in result["runtimes"].items():
+        table.add_row(escape(key), _named_errors(r["leave_one_model_out"]),
+                      _named_errors(r["rate_alone_leave_one_model_out"]),
+                      f"{r['costs']['gmacs']:g} GMAC/s, {r['costs']['us_per_op']:g} us per op")
+    console.print(table)
+    s = result["summary"]
+    console.print(f"{s['target_runtimes']}: {s['predictions']} leave-one-model-out predictions, median |error| "
+                  f"{s['median_abs_error_pct']} % (a rate alone: {s['rate_alone_median_abs_error_pct']} %), "
+                  f"largest {s['max_abs_error_pct']} %")
+
+
+def _named_errors(errors: dict) -> str:
+    return ", ".join(f"{escape(name)} {_errors(e)}" for name, e in errors.items())
 
 
 def _range(text):

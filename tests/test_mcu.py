@@ -217,6 +217,8 @@ def test_cli_mcu_probe(int8, tmp_path):
     assert set(r["latency_ms"]) >= {"estimate"} and r["unsupported_ops"] == []
     table = CliRunner().invoke(cli, ["probe", str(int8), "--device", "nucleo-l4r5zi", "--no-save"])
     assert "AVERAGE_POOL_2D" in table.output and "fits" in table.output
+    # The RAM line says whose memory plan the arena is.
+    assert "an upper bound for X-CUBE-AI / STEdgeAI" in " ".join(table.output.replace("│", " ").split())
 
 
 def test_planner_places_equal_buffers_as_tflm(shared):

@@ -230,7 +230,9 @@ def show(result: dict):
         summary.add_row("top-1", f"{result['top1']:.2f} % on {result['eval_samples']} images")
     if result.get("ram_bytes") is not None:
         budget = f" of {_size(result['ram_budget_bytes'])}" if result.get("ram_budget_bytes") else ""
-        arena = f" (arena {_size(result['arena_bytes'])}, {result['arena_source']})" if "arena_source" in result else ""
+        # Whose memory plan the arena is: TFLite Micro's, an upper bound for ST's runtimes.
+        arena = (f" (arena {_size(result['arena_bytes'])}, {result['arena_source']}, "
+                 f"{result['arena_runtime']})" if "arena_source" in result else "")
         summary.add_row("RAM", _size(result["ram_bytes"]) + budget + arena)
     if result.get("flash_bytes") is not None:
         budget = f" of {_size(result['flash_budget_bytes'])}" if result.get("flash_budget_bytes") else ""

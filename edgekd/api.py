@@ -149,7 +149,12 @@ def distill(teacher=None, *, student=None, method=None, recipe=None, out=None, i
     std = _floats(std, "--std") or r.get("std") or recorded.get("std")
     if (mean is None) != (std is None) or (mean and len(mean) != t.input_shape[0]):
         raise EdgekdError(f"give --mean and --std together, one value per input channel ({t.input_shape[0]})")
+    given = {*r.get("settings", {}), *(settings or {})}
     settings = run.resolve_settings(c.method, r.get("settings", {}), settings or {})
+    shrunk = run.batches_for_input(settings, t.input_shape, given)
+    if shrunk:
+        log(f"input {t.input_shape[1]}x{t.input_shape[2]}: {', '.join(shrunk)} (batches hold at most the pixels of "
+            f"16 and 32 images of 224 x 224; --set them to choose)")
     eval_data = eval_data or r.get("eval_data")
     eval_set = None
     if eval_data:

@@ -91,6 +91,26 @@ def resolve_settings(method: str, recipe_settings: dict, overrides: dict) -> dic
     return settings
 
 
+# Batches the user did not set hold at most as many pixels as these many 224 x 224 images. The
+# 224-px case of benchmarks/large_inputs.py (MobileNetV2 teacher and student) peaked at 6.1 GB
+# with them, where 64 images of 224 x 224 through a MobileNetV2's backward alone took 9.3 GB.
+# Inputs up to 96 x 96 keep every method's batches.
+BATCH_PIXELS = {"batch_size": 16 * 224 * 224, "student_batch_size": 32 * 224 * 224}
+
+
+def batches_for_input(settings: dict, input_shape, given) -> list[str]:
+    """Shrinks the batches not in `given` (set by a recipe or --set) to BATCH_PIXELS; returns
+    the settings changed, as key=value."""
+    pixels = input_shape[1] * input_shape[2]
+    changed = []
+    for key, most in BATCH_PIXELS.items():
+        cap = max(2, most // pixels)  # BatchNorm statistics need two images
+        if key not in given and settings[key] > cap:
+            settings[key] = cap
+            changed.append(f"{key}={cap}")
+    return changed
+
+
 def device_type(name: str) -> str:
     """The kind of device --device names, before any rank is placed on one."""
     return "cuda" if name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()) else "cpu"

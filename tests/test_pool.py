@@ -5,9 +5,11 @@ import json
 
 import numpy as np
 import torch
+import yaml
 from test_distill import edgekd_here
 from torch import nn
 
+from edgekd.distillation import batches_for_input
 from edgekd.generators import load_generators
 from edgekd.pool import Pool, augment, entry_bytes
 from edgekd.teacher import save_export
@@ -114,16 +116,36 @@ def test_a_224_pixel_teacher_distils_with_its_pool_bounded_by_bytes(tmp_path, ca
     # teacher, 128 images at 224 px (20 s here; benchmarks/large_inputs.py measures that path).
     np.savez(tmp_path / "eval.npz", x=torch.rand(8, 3, 224, 224).numpy(), y=np.arange(8))
     out = tmp_path / "run"
+    # The batches are left to their defaults, which shrink for 224 px (64 images of 224 x 224
+    # through a MobileNetV2's backward took 9.3 GB); the student batch is given, and kept.
     result = edgekd_here(capfd, "distill", tmp_path / "imagenet_sized.pt2", "--student", "mobilenet", "--iterations", 3,
-                         "--eval-data", tmp_path / "eval.npz", "--out", out, "--set", "pool_memory_mb=1", *QUICK)
+                         "--eval-data", tmp_path / "eval.npz", "--out", out, "--set", "pool_memory_mb=1",
+                         "--set", "student_steps=2", "--set", "student_batch_size=16", "--no-progress")
     assert result.returncode == 0, result.stderr
+    assert "input 224x224: batch_size=16 (batches hold at most the pixels" in " ".join(result.stdout.split())
     held_images = 2 ** 20 // entry_bytes((3, 224, 224), 1000)  # 6 images of 150,528 pixel bytes + 1,000 logits
     assert held_images == 6
     assert f"pool: {held_images} images of 3x224x224 fit in pool_memory_mb=1" in " ".join(result.stdout.split())
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "condbn" and summary["pool_size"] == held_images
+    settings = yaml.safe_load((out / "config.yaml").read_text())["settings"]
+    assert settings["batch_size"] == 16 and settings["student_batch_size"] == 16
     generator, = load_generators(out / "generator.pt")
     images, labels = generator.sample(2)
     assert images.shape == (2, 3, 224, 224) and labels.shape == (2,)
     # Its linear layer projects to 7 x 7, not to a quarter of 224 (26 M weights at width 32).
     assert generator.init_size == (7, 7) and sum(p.numel() for p in generator.parameters()) < 1_000_000
+
+
+def test_batches_shrink_for_large_inputs_unless_set():
+    defaults = {"batch_size": 64, "student_batch_size": 128}
+    settings = dict(defaults)
+    assert batches_for_input(settings, (3, 32, 32), set()) == [] and settings == defaults
+    assert batches_for_input(settings, (3, 96, 96), set()) == [] and settings == defaults
+    assert batches_for_input(settings, (3, 224, 224), set()) == ["batch_size=16", "student_batch_size=32"]
+    assert settings == {"batch_size": 16, "student_batch_size": 32}
+    settings = dict(defaults)
+    assert batches_for_input(settings, (3, 224, 224), {"batch_size"}) == ["student_batch_size=32"]
+    assert settings["batch_size"] == 64
+    settings = dict(defaults)
+    assert batches_for_input(settings, (3, 2048, 2048), set()) == ["batch_size=2", "student_batch_size=2"]

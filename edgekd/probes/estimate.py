@@ -23,11 +23,13 @@ from .mcu import greedy_arena, lifetimes
 from .tflite import op_macs, op_precision, read_tflite
 
 PRECISIONS = {"int8": "int8", "fp32": "float32"}  # MLPerf Tiny's suffix -> the profile's name
-# Published figures of each profile fitted: its MLPerf Tiny system, and figures from elsewhere
-# as (network, precision, milliseconds, source).
+# Published figures of each profile fitted: its MLPerf Tiny system, and figures from elsewhere as
+# (network, input, training set, precision, milliseconds, source), the network one that
+# architectures.rebuild builds.
 BOARD_FIGURES = {
     "raspberry-pi-4": {"system": "raspberry_pi_4_leip_framework",
-                       "other": [("MobileNetV2 1.0 224", "int8", 26.4, "PyTorch qnnpack, ../shared/REFERENCES.md")]},
+                       "other": [("MobileNet v2 1.0", "224x224x3", "ImageNet", "int8", 26.4,
+                                  "PyTorch qnnpack, ../shared/REFERENCES.md")]},
 }
 
 
@@ -69,7 +71,7 @@ def fit_rate(samples: list) -> dict:
 
 def _board_samples(published_csv, name: str) -> dict:
     """{precision: [(network, MACs, ops, ms, source)]} of a BOARD_FIGURES profile."""
-    from .architectures import Net, mobilenet_v2
+    from .architectures import rebuild
     from .mcu_latency import CLASSES, MLPERF_MODELS, features, layers_features
 
     def work(feats):
@@ -88,10 +90,10 @@ def _board_samples(published_csv, name: str) -> dict:
                     (row["benchmark"], macs, ops, float(row["latency_ms"]), f"MLPerf Tiny {row['round']} {row['runtime']}"))
     if not samples:  # a table without this board's figures
         return {}
-    for network, precision, ms, source in figures["other"]:
-        net = Net(224, 224, 3)
-        mobilenet_v2(net, 1.0, 1000)  # the only network BOARD_FIGURES names so far
-        samples.setdefault(precision, []).append((network, *work(layers_features(net.layers)), ms, source))
+    for network, resolution, dataset, precision, ms, source in figures["other"]:
+        samples.setdefault(precision, []).append(
+            (f"{network} {resolution.rsplit('x', 1)[0]}", *work(layers_features(rebuild(network, resolution, dataset))),
+             ms, source))
     return samples
 
 

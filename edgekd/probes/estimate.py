@@ -11,7 +11,8 @@ cost per op, the networks left out err by -58 to +31 % (median 24 %) in int8 and
 (median 20 %) in float32; a rate alone, fitted on the same figures, by -86 to +42 % (median 42 %)
 and -80 to +89 % (median 77 %): the small networks' time is mostly per-op cost. (The Cortex-A7
 TFLite cost shapes of the ST model zoo, scaled by one factor, did worse on these int8 figures:
-median 49 to 63 %.) Boards without such figures keep a rate alone, its source in `calibration`."""
+median 49 to 63 %.) Boards without such figures keep a rate alone, its source in `calibration`; the ST boards' Cortex-A7 profiles name their ST model zoo fit
+instead (`fit:`, costs per op class, as microcontrollers do)."""
 import csv
 import re
 from pathlib import Path
@@ -40,17 +41,25 @@ def estimate_rate(path, fmt, profile, method):
         raise EdgekdError(f"{profile['name']} is reached over {method}: give {how} "
                           "(estimates without a device need a .tflite and a latency_model in the profile)")
     model = read_tflite(path)
-    work = {"int8": [0, 0], "float32": [0, 0]}  # MACs, ops
-    for op in model.ops:
-        precision = work["float32" if op_precision(model, op) == "float32" else "int8"]
-        precision[0] += op_macs(model, op)
-        precision[1] += 1
-    ms = sum(predict_ms(model_rate, p, macs, ops) for p, (macs, ops) in work.items())
+    if "fit" in model_rate:  # costs per op class fitted on this core and runtime (mcu_latency.py)
+        from .mcu_latency import latency_range, op_cycles, runtime_model
+
+        fitted = runtime_model(model_rate)
+        ms = sum(op_cycles(model, op, fitted["costs"]) for op in model.ops) / profile["cpu"]["clock_hz"] * 1e3
+        latency = {"estimate": round(ms, 3), **latency_range(ms, fitted["error_range_pct"])}
+        calibration, how_estimated = fitted["calibration"], "the costs per op class fitted for this core and runtime"
+    else:
+        work = {"int8": [0, 0], "float32": [0, 0]}  # MACs, ops
+        for op in model.ops:
+            precision = work["float32" if op_precision(model, op) == "float32" else "int8"]
+            precision[0] += op_macs(model, op)
+            precision[1] += 1
+        latency = {"estimate": round(sum(predict_ms(model_rate, p, macs, ops) for p, (macs, ops) in work.items()), 3)}
+        calibration, how_estimated = model_rate["calibration"], "the profile's costs per MAC and per op"
     return {"device": profile["name"], "kind": profile["kind"], "source": "estimated", "model": str(path),
-            "format": fmt, "latency_ms": {"estimate": round(ms, 3)}, "macs": sum(m for m, _ in work.values()),
+            "format": fmt, "latency_ms": latency, "macs": sum(op_macs(model, op) for op in model.ops),
             "ram_bytes": model.size_bytes + greedy_arena(lifetimes(model, {})),
-            "calibration": model_rate["calibration"],
-            "note": f"no device given ({how}): estimated from the profile's costs per MAC and per op"}
+            "calibration": calibration, "note": f"no device given ({how}): estimated from {how_estimated}"}
 
 
 def predict_ms(rate: dict, precision: str, macs: float, ops: int) -> float:

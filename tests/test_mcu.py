@@ -155,18 +155,20 @@ def test_zoo_fit_on_a_subset_of_the_table(shared, tmp_path):
     result = mcu_latency.validate_zoo(_zoo_subset(shared, tmp_path / "zoo"))
     assert set(result["runtimes"]) == ZOO_SUBSET
     m7, m33 = (result["runtimes"][k] for k in ("Cortex-M7 / STEdgeAI Core / 4.0.0", "Cortex-M33 / STEdgeAI Core / 4.0.0"))
-    # Depthwise convolutions are memory-bound: 3.06 cycles per MAC on the M7, 0.91 for standard ones.
+    # Depthwise convolutions are memory-bound: 4.2 cycles per MAC on the M7, 0.94 for standard
+    # ones; weights read from flash cost 3.8 cycles each on top.
     assert m7["costs"]["depthwise"] > 3 * m7["costs"]["conv"] and min(m7["costs"].values()) >= 0
+    assert m7["costs"]["per_weight"] > 1
     assert m7["shape_from"] is None and sorted(m7["leave_one_family_out"]) == [
         "FD-MobileNet", "MobileNet v1", "MobileNet v2", "ResNet v1 (CIFAR)", "ResNet50 v2", "ST MNIST v1", "SqueezeNet 1.1"]
     # Left out with every width and resolution of its family, MobileNet v2 is predicted from the
     # other families: errors measured here.
-    assert [e[-1] for e in m7["leave_one_family_out"]["MobileNet v2"]] == [-4.2, -6.9, -15.1, -12.5, 0.3, 0.1]
+    assert [e[-1] for e in m7["leave_one_family_out"]["MobileNet v2"]] == [-5.7, -10.0, -16.3, -15.3, -1.0, -0.9]
     # The M33 has audio networks only (two families): the M7's cost shape, scaled.
     assert m33["shape_from"] == "Cortex-M7 / STEdgeAI Core / 4.0.0"
-    assert [e[-1] for e in m33["leave_one_board_out"]["NUCLEO-U3C5ZI-Q (Without HSP)"]] == [-6.9, -4.7, -8.6, -3.4, 16.8]
+    assert [e[-1] for e in m33["leave_one_board_out"]["NUCLEO-U3C5ZI-Q (Without HSP)"]] == [-8.5, 2.1, -12.5, -2.9, 14.9]
     summary = result["summary"]["Cortex-M"]
-    assert (summary["predictions"], summary["median_abs_error_pct"], summary["max_abs_error_pct"]) == (36, 15.6, 25.3)
+    assert (summary["predictions"], summary["median_abs_error_pct"], summary["max_abs_error_pct"]) == (36, 14.6, 24.2)
     assert mcu_latency.zoo_key({"core": "Arm Cortex-M33 (STM32U3C5ZI)", "runtime": "STEdgeAI Core generated C code",
                                 "runtime_version": "4.0.0", "execution_engine": "1 CPU + HSP"}) is None
 

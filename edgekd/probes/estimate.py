@@ -11,7 +11,7 @@ cost per op, the networks left out err by -58 to +31 % (median 24 %) in int8 and
 (median 20 %) in float32; a rate alone, fitted on the same figures, by -86 to +42 % (median 42 %)
 and -80 to +89 % (median 77 %): the small networks' time is mostly per-op cost. (The Cortex-A7
 TFLite cost shapes of the ST model zoo, scaled by one factor, did worse on these int8 figures:
-median 49 to 63 %.) Boards without such figures keep a rate alone, its source in `calibration`; the ST boards' Cortex-A7 profiles name their ST model zoo fit
+median 43 to 59 %.) Boards without such figures keep a rate alone, its source in `calibration`; the ST boards' Cortex-A7 profiles name their ST model zoo fit
 instead (`fit:`, costs per op class, as microcontrollers do)."""
 import csv
 import re

@@ -236,6 +236,21 @@ def st_mnist_v1(net, classes):
     net.classifier(classes)
 
 
+def tiny_yolo_v2(net, classes):
+    """Darknet's yolov2-tiny (its COCO configuration), the zoo's tiny_yolo_v2 and yolov2t: 3 x 3
+    convolutions of 16 to 512 filters, each followed by a leaky ReLU and a 2 x 2 max pool (the
+    last of stride 1), then 1024 and 512 filters and a 1 x 1 head of 5 anchors x (5 + classes).
+    11,024,304 weights: with their int32 biases, the 10,776 KiB the zoo publishes."""
+    for i, filters in enumerate((16, 32, 64, 128, 256, 512)):
+        net.conv(filters, 3)
+        net.elementwise("LEAKY_RELU")
+        net.pool("MAX_POOL_2D", 2, 2 if i < 5 else 1, "valid" if i < 5 else "same")
+    for filters in (1024, 512):
+        net.conv(filters, 3)
+        net.elementwise("LEAKY_RELU")
+    net.conv(5 * (5 + classes))
+
+
 def _alpha(model: str) -> float:
     return float(re.search(r" (\d\.\d+)", model).group(1))
 
@@ -252,12 +267,13 @@ FAMILIES = (
     ("ResNet50 v2", r"^ResNet50 v2", lambda net, m, k: resnet50_v2(net, k)),
     ("ST EfficientNet LC v1", r"^ST EfficientNet LC v1", lambda net, m, k: st_efficientnet_lc_v1(net, k)),
     ("ST MNIST v1", r"^ST MNIST", lambda net, m, k: st_mnist_v1(net, k)),
+    ("Tiny YOLO v2", r"^(tiny_yolo_v2|yolov2t)$", lambda net, m, k: tiny_yolo_v2(net, k)),
 )
 # Families of the networks the table gives as .tflite files (analysed as they are).
 FILE_FAMILIES = (("MiniResNet", r"^miniresnet"), ("YAMNet", r"^yamnet"))
 # Classes of the zoo's training sets (the classifier's width); ImageNet models keep Keras's 1000.
 CLASSES = {"flowers": 5, "tf_flowers": 5, "food101": 101, "imagenet": 1000, "cifar 10": 10, "cifar 100": 100,
-           "emnist-byclass": 62, "person": 2}
+           "emnist-byclass": 62, "person": 2, "coco person": 1}
 
 
 def family(model: str) -> str | None:

@@ -131,6 +131,11 @@ def _zoo_table(result):
         console.print(f"{core}: {s['predictions']} leave-one-family-out predictions, median |error| "
                       f"{s['median_abs_error_pct']} %, largest {s['max_abs_error_pct']} %, {s['within_40_pct']} "
                       f"within 40 %; worst per family: " + escape(worst))
+    kept_out = result.get("out_of_fit", {})
+    for family, why in kept_out.get("why", {}).items():
+        errs = "; ".join(f"{key}: {_errors(e[-1] for e in fams[family])}"
+                         for key, fams in kept_out["errors"].items() if family in fams)
+        console.print(escape(f"{family}, kept out of the fits ({why}), predicted by them: {errs}"))
 
 
 def _boards_table(result):

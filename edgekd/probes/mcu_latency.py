@@ -279,6 +279,13 @@ def zoo_key(row: dict) -> str | None:
     return f"{core.group(0)} / {runtime} / {version}"
 
 
+# Families rebuilt but kept out of the fits, and why; validate_zoo predicts their rows with the
+# fits of the others. On the Cortex-M7, Tiny YOLO v2's 10.8 MiB of weights sit in external
+# memory (the H747 has 2 MiB of flash), where no other zoo network's do: fitted with the rest, it
+# pulled the cost per weight so that ResNet v1 8 was missed by +43 % (+24 % without it).
+OUT_OF_FIT = {"Tiny YOLO v2": "10.8 MiB of weights, in external memory on the Cortex-M7"}
+
+
 def zoo_published(csv_path) -> dict:
     """{runtime key: [(family, network, board, clock MHz, cycles, features)]} for the rows of
     ST's model zoo table (st_model_zoo_latency.csv) whose network edgekd rebuilds or reads."""
@@ -331,7 +338,9 @@ def validate_zoo(csv_path) -> dict:
     MIN_FAMILIES families takes the cost shape of the same runtime and version on the core with
     most families, scaled by one factor fitted on its own rows ("shape_from"); what is left out
     is left out of that shape's fit too. Errors are (predicted - published) / published, in %."""
-    table = zoo_published(csv_path)
+    published = zoo_published(csv_path)
+    table = {key: [row for row in rows if row[0] not in OUT_OF_FIT] for key, rows in published.items()}
+    table = {key: rows for key, rows in table.items() if rows}
     families = {key: {row[0] for row in rows} for key, rows in table.items()}
 
     def donor(key):
@@ -376,7 +385,12 @@ def validate_zoo(csv_path) -> dict:
             "leave_one_family_out": lofo, "leave_one_board_out": lobo,
             "error_range_pct": [min(spread), max(spread)] if spread else None,
         }
-    return {"runtimes": runtimes, "summary": {core: _zoo_summary(runtimes, core) for core in ("Cortex-M", "Cortex-A")}}
+    # The families kept out, predicted by the fits of everything else (so, left out too).
+    out_of_fit = {key: {fam: errors(full[key], [r for r in rows if r[0] == fam])
+                        for fam in sorted({r[0] for r in rows if r[0] in OUT_OF_FIT})}
+                  for key, rows in sorted(published.items()) if key in full}
+    return {"runtimes": runtimes, "summary": {core: _zoo_summary(runtimes, core) for core in ("Cortex-M", "Cortex-A")},
+            "out_of_fit": {"why": OUT_OF_FIT, "errors": {key: errs for key, errs in out_of_fit.items() if errs}}}
 
 
 def _zoo_summary(runtimes: dict, core: str) -> dict:

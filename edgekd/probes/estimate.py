@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import EdgekdError
 from .mcu import greedy_arena, lifetimes
+from .mcu_latency import latency_range, op_cycles, runtime_model
 from .tflite import op_macs, op_precision, read_tflite
 
 PRECISIONS = {"int8": "int8", "fp32": "float32"}  # MLPerf Tiny's suffix -> the profile's name
@@ -42,8 +43,6 @@ def estimate_rate(path, fmt, profile, method):
                           "(estimates without a device need a .tflite and a latency_model in the profile)")
     model = read_tflite(path)
     if "fit" in model_rate:  # costs per op class fitted on this core and runtime (mcu_latency.py)
-        from .mcu_latency import latency_range, op_cycles, runtime_model
-
         fitted = runtime_model(model_rate)
         ms = sum(op_cycles(model, op, fitted["costs"]) for op in model.ops) / profile["cpu"]["clock_hz"] * 1e3
         latency = {"estimate": round(ms, 3), **latency_range(ms, fitted["error_range_pct"])}
@@ -88,13 +87,16 @@ def _board_samples(published_csv, name: str) -> dict:
 
     figures = BOARD_FIGURES[name]
     models_dir = Path(published_csv).parent
+    work_of = {}  # benchmark -> (MACs, ops): one network's rows share its file
     samples = {}
     with open(published_csv, newline="") as f:
         for row in csv.DictReader(f):
             tag = re.fullmatch(rf"{figures['system']} \[(\w+)_(int8|fp32)\]", row["system"])
             if tag and row["benchmark"] in MLPERF_MODELS:
                 # The int8 file's ops stand for both precisions (the same network).
-                macs, ops = work(features(read_tflite(models_dir / MLPERF_MODELS[row["benchmark"]])))
+                if row["benchmark"] not in work_of:
+                    work_of[row["benchmark"]] = work(features(read_tflite(models_dir / MLPERF_MODELS[row["benchmark"]])))
+                macs, ops = work_of[row["benchmark"]]
                 samples.setdefault(PRECISIONS[tag.group(2)], []).append(
                     (row["benchmark"], macs, ops, float(row["latency_ms"]), f"MLPerf Tiny {row['round']} {row['runtime']}"))
     if not samples:  # a table without this board's figures

@@ -255,10 +255,10 @@ ZOO_FILES = {"miniresnet1stack": "miniresnet_1stacks_64x50_tl_int8.tflite",
              "miniresnetv21stack": "miniresnetv2_1stacks_64x50_tl_int8.tflite",
              "miniresnetv22stack": "miniresnetv2_2stacks_64x50_tl_int8.tflite",
              "yamnet256": "yamnet_256_64x96_tl_int8.tflite"}
-# Weights are read from flash once per output position on a microcontroller, and a depthwise
-# convolution does few MACs per weight read: a cost per weight, depthwise apart, took the
-# leave-one-family-out median from 16.0 to 14.7 % on Cortex-M and from 28.4 to 20.6 % on
-# Cortex-A (2026-12-04).
+# Each weight counted once per layer: what a layer costs beyond its MACs to fetch and unpack its
+# weights (from flash on a microcontroller) and set up per channel, depthwise layers apart since
+# they do few MACs per weight. It took the leave-one-family-out median from 16.0 to 14.7 % on
+# Cortex-M and from 28.4 to 20.6 % on Cortex-A (2026-12-04).
 ZOO_FEATURES = tuple(FEATURE_COSTS)
 
 

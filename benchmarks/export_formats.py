@@ -1,5 +1,6 @@
-"""Every export format and precision side by side, for an MNIST student and the CIFAR-10
-ResNet-20, calibrated without data (synthetic) and, as the reference, on real images.
+"""Every export format and precision side by side, for an MNIST student, the CIFAR-10 ResNet-20
+(BatchNorm) and the advertorch MNIST LeNet-5 (no BatchNorm: calibration inputs are optimised
+from its outputs alone), calibrated without data (synthetic) and, as the reference, on real images.
 
     python benchmarks/export_formats.py [--mnist-run RUN] [--resnet20 FILE] [--quick]
 
@@ -9,7 +10,6 @@ $EDGEKD_DATA (default ../shared). Accuracy is on the full test sets (--quick: 10
 """
 import argparse
 import datetime
-import json
 import os
 import subprocess
 import sys
@@ -24,10 +24,13 @@ from edgekd.data import load_dataset
 from edgekd.exporter.core import export
 from edgekd.exporter.formats import FORMATS, PRECISIONS
 from edgekd.exporter.source import load_source
+from edgekd.fileio import write_json
+from edgekd.teacher import save_export
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("EDGEKD_DATA", ROOT.parent / "shared"))
-CIFAR_MEAN, CIFAR_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+sys.path.insert(0, str(ROOT / "tests"))
+from shared_teachers import CIFAR_MEAN, CIFAR_STD, advertorch_lenet5  # noqa: E402
 
 
 def mnist_run(work: Path) -> Path:
@@ -35,6 +38,11 @@ def mnist_run(work: Path) -> Path:
     subprocess.run([sys.executable, "-m", "edgekd.cli", "distill", "--iterations", "1500", "--out", str(run),
                     "--set", "generator_width=32", "--set", "batch_size=64", "--no-progress"], check=True)
     return run
+
+
+def nobn_lenet5(work: Path) -> Path:
+    save_export(advertorch_lenet5(DATA), (1, 28, 28), work / "lenet5_advertorch.pt2")
+    return work / "lenet5_advertorch.pt2"
 
 
 def main():
@@ -50,6 +58,7 @@ def main():
         ("MNIST student", lambda: load_source(args.mnist_run or mnist_run(work)), DATA / "datasets/mnist"),
         ("CIFAR-10 ResNet-20", lambda: load_source(args.resnet20, "resnet20", (3, 32, 32), CIFAR_MEAN, CIFAR_STD),
          DATA / "datasets/cifar10"),
+        ("MNIST LeNet-5 without BatchNorm", lambda: load_source(nobn_lenet5(work)), DATA / "datasets/mnist"),
     ]
     rows = []
     for model_name, load, data in cases:
@@ -76,8 +85,8 @@ def main():
                       f"{r['agreement']:.2f}", f"{r['latency_ms']:.2f}")
     console.print(table)
     out = ROOT / "benchmarks/results/export_formats.json"
-    out.write_text(json.dumps({"date": str(datetime.date.today()), "test_samples": limit or "all", "rows": rows},
-                              indent=2) + "\n")
+    write_json(out, {"date": str(datetime.date.today()), "command": " ".join(["python", *sys.argv]),
+                     "test_samples": limit or "all", "rows": rows})
     console.print(f"wrote {out}")
 
 

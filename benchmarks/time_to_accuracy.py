@@ -10,8 +10,9 @@ training time on this machine, with the student's top-1 on real test data as tra
 
 Cases (teachers made from ../shared, or $EDGEKD_DATA, into a temporary folder):
   cifar10     CIFAR-10 ResNet-56 (akamaster weights, 93.39 %) as a .pt2 -> resnet20
-  mnist       edgekd's embedded MNIST LeNet-5 (with BatchNorm) -> lenet5_half; the first row is
-              DAFL with its published settings (recipes/dafl-mnist-lenet5.yaml), the baseline
+  mnist       edgekd's embedded MNIST LeNet-5 (with BatchNorm) -> lenet5_half: `auto` (the README's
+              first command), DAFL with its published settings (recipes/dafl-mnist-lenet5.yaml, the
+              baseline), then every method
   mnist-nobn  the advertorch MNIST LeNet-5 (no BatchNorm, 98.89 %) -> lenet5_half
   mnist-tflite-int8  the embedded LeNet-5 as an int8 .tflite (`edgekd export --tflite --int8
               --int8-io`), a teacher edgekd can only query -> lenet5_half; logits, then labels only
@@ -82,10 +83,11 @@ CASES = {  # name: (teacher maker, student, eval data, rows of (label, extra dis
     "cifar10": (cifar10_teacher, "resnet20", "datasets/cifar10",
                 [(m, ["--method", m]) for m in ("condbn", "fast", "bnstats", "ddad", "dafl", "cgdd")]),
     "mnist": (lambda folder: ROOT / "edgekd/assets/mnist_lenet5.pt2", "lenet5_half", "datasets/mnist",
-              [("dafl (published settings)", ["--recipe", str(ROOT / "recipes/dafl-mnist-lenet5.yaml")])]
+              [("auto", ["--method", "auto"]),
+               ("dafl (published settings)", ["--recipe", str(ROOT / "recipes/dafl-mnist-lenet5.yaml")])]
               + [(m, ["--method", m]) for m in ("condbn", "fast", "bnstats", "ddad", "dafl", "cgdd")]),
     "mnist-nobn": (mnist_nobn_teacher, "lenet5_half", "datasets/mnist",
-                   [("auto", ["--method", "auto"])] + [(m, ["--method", m]) for m in ("dafl", "cgdd")]),
+                   [("auto", ["--method", "auto"])] + [(m, ["--method", m]) for m in ("dafl", "dafl-zo", "cgdd")]),
     "mnist-tflite-int8": (mnist_tflite_int8_teacher, "lenet5_half", "datasets/mnist",
                           [("auto (logits)", ["--method", "auto"]),
                            ("auto (labels only)", ["--method", "auto", "--teacher-output", "label"])]),

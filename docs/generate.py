@@ -74,7 +74,7 @@ def load_results(root: Path) -> dict[str, dict]:
 def kind(stem: str) -> str | None:
     """Which renderer knows a results file, by the name its benchmark script gives it."""
     for prefix in ("time_to_accuracy", "throughput", "export_formats", "mcu_arena", "device_validation",
-                   "large_inputs"):
+                   "large_inputs", "several_processes"):
         if stem == prefix or stem.startswith(prefix + "_"):
             return prefix
     return None
@@ -202,6 +202,14 @@ def large_inputs(stem: str, data: dict, doc: Doc) -> str:
     caption = (f"{data['teacher']}, input {'x'.join(map(str, data['input']))}, {data['classes']:,} classes → "
                f"{data['student']}, {data['threads']} threads ({data['machine']}).  \n" + provenance(data, doc, stem))
     return caption + "\n\n" + table(["stage", "command", "seconds", "peak RSS (MB)", "images/s"], body, right_from=2)
+
+
+def several_processes(stem: str, data: dict, doc: Doc) -> str:
+    body = [[r["processes"], f"`{r['command']}`", r["method"], f"{r['iterations']:,}", pct(r["top1"]),
+             f"{r['training_seconds']:.1f}"] for r in data["rows"]]
+    caption = f"{data['teacher']} → {data['student']} ({data['machine']}).  \n" + provenance(data, doc, stem)
+    return caption + "\n\n" + table(["processes", "command", "method", "iterations", "top-1 %", "training s"],
+                                     body, right_from=3)
 
 
 def mcu_arena(stem: str, data: dict, doc: Doc) -> str:
@@ -359,7 +367,7 @@ def render_files(stems: list[str], results: dict, doc: Doc) -> str:
         seen.add(stem)
         renderer = {"time_to_accuracy": time_to_accuracy, "export_formats": export_formats,
                     "mcu_arena": mcu_arena, "device_validation": device_validation,
-                    "large_inputs": large_inputs}.get(k)
+                    "large_inputs": large_inputs, "several_processes": several_processes}.get(k)
         if renderer is None:
             raise ValueError(f"no table for {stem}.json: the generator does not know its kind")
         parts.append(renderer(stem, results[stem], doc))

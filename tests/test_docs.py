@@ -165,3 +165,34 @@ def test_a_changed_number_or_a_new_results_file_is_caught(tmp_path):
     assert gen.stale(root) == ["docs/benchmarks.md: other-results"]
     page = gen.regenerate(root)[root / "docs" / "benchmarks.md"][1]
     assert "`python benchmarks/large_inputs.py`, 2026-12-05" in page
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def anchors(text: str) -> set[str]:
+    """GitHub's anchors for a page's headings: lower case, punctuation dropped, spaces to dashes."""
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+            for heading in re.findall(r"^#+ (.+)$", FENCE.sub("", text), re.M)}
+
+
+def test_every_relative_link_and_anchor_resolves():
+    """A link to a file of the repository or to a heading that a rename or a cut left dangling."""
+    broken = []
+    for page in DOCS:
+        for target in LINK.findall(FENCE.sub("", page.read_text())):
+            if re.match(r"[a-z]+:", target):
+                continue  # https:, mailto:
+            file, _, anchor = target.partition("#")
+            path = (page.parent / file).resolve() if file else page
+            if not path.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and path.suffix == ".md" and anchor not in anchors(path.read_text()):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert broken == []
+
+
+def test_the_link_check_can_fail():
+    text = "# Large inputs: 224 x 224, 1,000 classes\n## Why `auto`?\n"
+    assert anchors(text) == {"large-inputs-224-x-224-1000-classes", "why-auto"}
+    assert LINK.findall("see [a](docs/x.md#y) and [b](https://e.org)") == ["docs/x.md#y", "https://e.org"]

@@ -203,7 +203,7 @@ def main():
                         "teacher_queries": summary["teacher_queries"],
                         "teacher_top1": summary["teacher_top1"], "curve": curve(run),
                         "settings": config["settings"]})
-    marks = [m for m in MARKS if m <= args.minutes] or [args.minutes]
+    marks = sorted({m for m in MARKS if m <= args.minutes} | {args.minutes})  # the budget's end is always a mark
     if reference is not None:
         if reference.wait() != 0:
             sys.exit("real-data KD failed")

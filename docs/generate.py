@@ -74,7 +74,7 @@ def load_results(root: Path) -> dict[str, dict]:
 def kind(stem: str) -> str | None:
     """Which renderer knows a results file, by the name its benchmark script gives it."""
     for prefix in ("time_to_accuracy", "throughput", "export_formats", "mcu_arena", "device_validation",
-                   "large_inputs", "several_processes"):
+                   "large_inputs", "several_processes", "quality_estimates"):
         if stem == prefix or stem.startswith(prefix + "_"):
             return prefix
     return None
@@ -210,6 +210,21 @@ def several_processes(stem: str, data: dict, doc: Doc) -> str:
     caption = f"{data['teacher']} → {data['student']} ({data['machine']}).  \n" + provenance(data, doc, stem)
     return caption + "\n\n" + table(["processes", "command", "method", "iterations", "top-1 %", "training s"],
                                      body, right_from=3)
+
+
+def quality_estimates(stem: str, data: dict, doc: Doc) -> str:
+    candidates = list(data["summary"])
+    body = [[r["method"], r["teacher"], f"{r['minutes']:g}", pct(r["student_top1"]), pct(r["truth"]),
+             *("-" if r[c] is None else signed(r[c] - r["truth"]) for c in candidates)] for r in data["rows"]]
+    within = ", ".join(f"{c} {v['within']} of {v['runs']} ({signed(v['lowest_error'])} to {signed(v['highest_error'])})"
+                       for c, v in data["summary"].items())
+    caption = (f"Agreement with the teacher on the run's real images (truth, %) and each candidate's error "
+               f"against it (points): on {data['samples']:,} fresh samples of the run's generator, on those "
+               f"the teacher gives at least {data['confident']:g} probability, on {data['samples']:,} "
+               f"procedural images. Within {data['within']:g} points of the truth: {within}.  \n"
+               + provenance(data, doc, stem))
+    return caption + "\n\n" + table(["method", "teacher", "minutes", "student top-1 %", "truth %", *candidates],
+                                     body, right_from=2)
 
 
 def mcu_arena(stem: str, data: dict, doc: Doc) -> str:
@@ -367,7 +382,8 @@ def render_files(stems: list[str], results: dict, doc: Doc) -> str:
         seen.add(stem)
         renderer = {"time_to_accuracy": time_to_accuracy, "export_formats": export_formats,
                     "mcu_arena": mcu_arena, "device_validation": device_validation,
-                    "large_inputs": large_inputs, "several_processes": several_processes}.get(k)
+                    "large_inputs": large_inputs, "several_processes": several_processes,
+                    "quality_estimates": quality_estimates}.get(k)
         if renderer is None:
             raise ValueError(f"no table for {stem}.json: the generator does not know its kind")
         parts.append(renderer(stem, results[stem], doc))

@@ -232,6 +232,22 @@ def test_distill_torchscript_end_to_end(unseen, mnist, tmp_path, capfd):
     # `edgekd eval` reports the same figure for the student file.
     result = edgekd_here(capfd, "eval", out / "student.pt2", "--data", mnist, "--json")
     assert json.loads(result.stdout)["top1"] == pytest.approx(acc, abs=0.01)
+    # benchmarks/quality_estimates.py on this finished run: its truth is the run's own fidelity
+    # (both on the full eval data), every candidate an agreement in [0, 100].
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "quality_estimates.py"
+    estimates = tmp_path / "quality_estimates.json"
+    done = subprocess.run([sys.executable, script, out, "--out", estimates], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    row, = json.loads(estimates.read_text())["rows"]
+    assert row["truth"] == pytest.approx(summary["fidelity"], abs=0.01)
+    assert row["student_top1"] == pytest.approx(acc, abs=0.01) and row["method"] == AUTO_FOR_BN_TEACHERS
+    assert all(0 <= row[c] <= 100 for c in ("generator", "procedural"))
+    # Without eval data there is nothing to compare with: one line, non-zero exit.
+    blind = tmp_path / "blind"
+    blind.mkdir()
+    (blind / "config.yaml").write_text(yaml.safe_dump({**config, "eval_data": None}))
+    done = subprocess.run([sys.executable, script, blind], capture_output=True, text=True)
+    assert done.returncode != 0 and "no --eval-data" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_progress_line_says_which_iteration_its_figures_are_from():

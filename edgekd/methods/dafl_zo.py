@@ -50,8 +50,13 @@ class DAFLQueries(Method):
     # noise per pixel. MNIST, int8 TFLite LeNet-5, one thread, 5 minutes (docs/benchmarks.md, "Query-only
     # teachers"): 1, 2, 4, 8, 16 copies at 0.25 gave 61.7, 63.8, 71.6 (57.0 with another seed),
     # 66.3, 60.2 %; 4 copies at 0.35, 69.1 %; 8 copies at 0.15 and 0.5, 50.5 and 54.3 %.
+    # generator_width 16 and synthesis_until 0.5: the generator's forward passes took 43 % of an
+    # iteration at width 32 (a profile of 150 iterations, int8 TFLite LeNet-5, one thread); at 16
+    # a 10-minute run made 1.6 times the iterations and peaked at 97.05 %, then fell to 95.50 %
+    # as its generator kept moving (94.94 % at 32); frozen after half the budget it ended at
+    # 96.90 % (after 70 %, alike). Two pairs of runs, one core each (docs/benchmarks.md).
     defaults = {"lr_generator": 1e-2, "w_onehot": 1.0, "w_entropy": 5.0, "w_activation": 0.02, "zo_sigma": 0.05,
-                "votes": 4, "vote_sigma": 0.25}
+                "votes": 4, "vote_sigma": 0.25, "generator_width": 16, "synthesis_until": 0.5}
     additions = ("the activation term on the teacher's centred logits; gradients by forward differences "
                  "along the student's input gradient and one random direction; for labels, scores from "
                  "the votes of noisy copies")
